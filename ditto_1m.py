@@ -1,0 +1,1 @@
+"""The Ditto-1M builder."""

@@ -1,0 +1,1 @@
+"""The Ditto generation chain: stages, model registry, engines and recipes."""

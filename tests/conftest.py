@@ -1,0 +1,47 @@
+"""Test-session set-up: nothing can reach the real Hub, and no model or dataset is downloaded.
+
+``HF_ENDPOINT`` is read by huggingface_hub and datasets at import time, so it is pointed at a
+loopback port here, before any test module imports them; the loopback Hub server (``hub_server``
+fixture) listens on that port when a test asks for it. Caches live in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+HUB_PORT = _free_port()
+_CACHE = Path(tempfile.mkdtemp(prefix="ditto-hf-tests-"))
+os.environ.update(
+    {
+        "HF_ENDPOINT": f"http://127.0.0.1:{HUB_PORT}",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(_CACHE / "hf"),
+        "HF_DATASETS_CACHE": str(_CACHE / "datasets"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def sample_clips() -> list[Path]:
+    """The bundled sample clips (orbit, portrait, static, zoom)."""
+    from ditto_hf.samples import sample_clips as clips
+
+    found = clips()
+    assert len(found) >= 4, "the bundled sample clips are missing: run python -m ditto_hf.samples.render"
+    return found
