@@ -111,15 +111,16 @@ def probe(source: VideoSource) -> VideoInfo:
 
 
 def resample_indices(num_frames: int, src_fps: float, dst_fps: float | None) -> list[int]:
-    """Indices of the source frames nearest to each output tick at ``dst_fps``.
+    """Index of the source frame on screen at each output tick ``k / dst_fps``.
 
-    Covers the whole clip: ``floor(duration * dst_fps)`` output frames (at least one).
+    Covers the whole clip: ``floor(duration * dst_fps)`` output frames (at least one); up-sampling
+    repeats frames, down-sampling drops them evenly.
     ``dst_fps=None`` keeps every frame.
     """
     if dst_fps is None or src_fps <= 0 or math.isclose(src_fps, dst_fps, rel_tol=1e-3):
         return list(range(num_frames))
     count = max(1, math.floor(num_frames * dst_fps / src_fps + 1e-6))
-    return [min(num_frames - 1, int(math.floor(k * src_fps / dst_fps + 0.5))) for k in range(count)]
+    return [min(num_frames - 1, int(math.floor(k * src_fps / dst_fps + 1e-6))) for k in range(count)]
 
 
 def prefix_length(available: int, num_frames: int | None, four_k_plus_one: bool) -> int:

@@ -45,3 +45,37 @@ def sample_clips() -> list[Path]:
     found = clips()
     assert len(found) >= 4, "the bundled sample clips are missing: run python -m ditto_hf.samples.render"
     return found
+
+
+# --- loopback Hub -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _loopback_hub():
+    """One loopback Hub server per session, listening where ``HF_ENDPOINT`` points."""
+    from hub_server import HubServer
+
+    server = HubServer(_CACHE / "hub-idle", port=HUB_PORT).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub_server(_loopback_hub, tmp_path, monkeypatch):
+    """The loopback Hub with fresh, empty storage and counters, and offline mode switched off.
+
+    Yields the server: ``.endpoint``, ``.root`` (storage folder), ``.token``, ``.bytes_served``,
+    ``.requests``, ``.corrupt(repo_id, path)``.
+    """
+    import datasets.config
+    import huggingface_hub.constants
+    from huggingface_hub import HfFileSystem
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    HfFileSystem.clear_instance_cache()  # its listings cache would outlive the storage swap
+    _loopback_hub.root = tmp_path / "hub"
+    _loopback_hub.reset_counters()
+    yield _loopback_hub
+    HfFileSystem.clear_instance_cache()
