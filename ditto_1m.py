@@ -1,1 +1,200 @@
-"""The Ditto-1M builder."""
+"""The Ditto-1M builder: source video, instruction and edited video, straight from the release.
+
+``import ditto_hf`` (or this module) registers the name ``ditto_1m`` with ``datasets``::
+
+    import ditto_hf
+    from datasets import load_dataset
+
+    ds = load_dataset("ditto_1m", "local", data_dir="hf://datasets/QingyanBai/Ditto-1M", streaming=True, split="train")
+
+The builder also works on its own: ``Ditto1M(config_name="local", data_dir=ROOT).as_streaming_dataset("train")``.
+Configs are the ``training_metadata/*.json`` files present under the root (``all`` is
+``global+local.json``). Videos are read from the extracted tree or, in place, from the split
+``.tar.gz.NN`` parts through a seek index (see ``ditto_hf.builders.packed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets.builder import Key
+from ditto_hf.builders.packed import DEFAULT_SEEK_POINT_SPACING, index_cache_dir
+from ditto_hf.builders.plan import (
+    BadRows,
+    Readers,
+    Shard,
+    plan_triplets,
+    shard_triplets,
+)
+from ditto_hf.builders.release import (
+    DEFAULT_ROOT,
+    METADATA_DIR,
+    ReleaseRoot,
+    load_captions,
+    parse_row,
+    read_json_array,
+)
+from ditto_hf.builders.verify import check_video
+
+from ditto_hf.errors import BadRowError, DittoError, VideoError
+from ditto_hf.schema import TRIPLET_FEATURES
+
+logger = logging.getLogger("ditto_hf.builders")
+
+_CITATION = """\
+@article{bai2025ditto,
+  title   = {Scaling Instruction-Based Video Editing with a High-Quality Synthetic Dataset},
+  author  = {Bai, Qingyan and others},
+  journal = {arXiv preprint arXiv:2510.15742},
+  year    = {2025}
+}
+"""
+DEFAULT_CONFIG_NAME = "all"
+DEFAULT_NUM_SHARDS = 256
+
+
+@dataclass
+class Ditto1MConfig(datasets.BuilderConfig):
+    """Which metadata file to stream and how to treat bad input.
+
+    Args:
+        name: the metadata file (``local`` -> ``training_metadata/local.json``; ``all`` -> ``global+local.json``).
+        data_dir: the release root, a local path or fsspec URL (default: the Hub release).
+        on_bad_rows: ``"raise"`` (default) stops at the first bad row with a message naming it;
+            ``"skip"`` logs each bad row, counts it and goes on.
+        num_shards: at most this many shards (runs of whole 4-digit folders) for parallel readers.
+        verify_videos: check each video is a whole, openable mp4 before yielding it.
+        seek_point_spacing: gzip checkpoint spacing used when this reader has to build a seek index.
+    """
+
+    name: str = DEFAULT_CONFIG_NAME
+    on_bad_rows: str = "raise"
+    num_shards: int = DEFAULT_NUM_SHARDS
+    verify_videos: bool = True
+    seek_point_spacing: int = DEFAULT_SEEK_POINT_SPACING
+
+
+class Ditto1M(datasets.GeneratorBasedBuilder):
+    """Ditto-1M triplets (source, instruction, edited) from the original release layout."""
+
+    BUILDER_CONFIG_CLASS = Ditto1MConfig
+    DEFAULT_CONFIG_NAME = DEFAULT_CONFIG_NAME
+    VERSION = datasets.Version("1.0.0")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bad_rows = BadRows(self.config.on_bad_rows)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description="Ditto-1M: instruction-based video editing triplets (arXiv 2510.15742).",
+            features=TRIPLET_FEATURES,
+            homepage="https://huggingface.co/datasets/QingyanBai/Ditto-1M",
+            license="cc-by-nc-sa-4.0",
+            citation=_CITATION,
+        )
+
+    # -- planning -------------------------------------------------------------------------------
+    @property
+    def release(self) -> ReleaseRoot:
+        root = self.config.data_dir or DEFAULT_ROOT
+        return ReleaseRoot(str(root), release_storage_options(str(root), self.storage_options, self.token))
+
+    @property
+    def index_cache(self) -> Path:
+        return index_cache_dir(self._cache_dir_root)
+
+    def _readers(self, root: ReleaseRoot) -> Readers:
+        return open_readers(root, self.index_cache, strict=self.config.on_bad_rows == "raise", spacing=self.config.seek_point_spacing)
+
+    def _split_generators(self, dl_manager):
+        root = self.release
+        metadata_path = root.metadata_file(self.config.name)
+        shown_as = root.display(METADATA_DIR, Path(metadata_path).name)
+        rows = []
+        for index, entry in enumerate(read_json_array(root.fs, metadata_path, shown_as)):
+            try:
+                rows.append(parse_row(index, entry, shown_as))
+            except BadRowError as exc:
+                self.bad_rows.handle(exc)
+        readers = self._readers(root)
+        triplets = plan_triplets(rows, readers, load_captions(root), self.bad_rows, shown_as)
+        self.bad_rows.report(f"while reading {shown_as}")
+        shards = shard_triplets(triplets, self.config.num_shards)
+        logger.info("%s: %d triplets in %d shard(s)", shown_as, len(triplets), len(shards))
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": shards, "root": root, "shown_as": shown_as})]
+
+    # -- reading --------------------------------------------------------------------------------
+    def _generate_examples(self, shards: list[Shard], root: ReleaseRoot, shown_as: str):
+        readers = self._readers(root)
+        skipped_before = self.bad_rows.skipped
+        try:
+            for shard in shards:
+                yield from self._shard_examples(shard, readers, shown_as)
+        finally:
+            skipped = self.bad_rows.skipped - skipped_before
+            if skipped:
+                logger.warning("ditto_1m: skipped %d bad row(s) of %s in shard(s) %s", skipped, shown_as, [shard.id for shard in shards])
+
+    def _shard_examples(self, shard: Shard, readers: Readers, shown_as: str):
+        source_cache: tuple = (None, None)
+        for position, triplet in enumerate(shard.triplets):
+            row = triplet.row
+            try:
+                if source_cache[0] != triplet.source:
+                    source_cache = (triplet.source, self._read(readers, triplet.source, row, "source_path", shown_as))
+                edited = self._read(readers, triplet.edited, row, "edited_path", shown_as)
+            except BadRowError as exc:
+                self.bad_rows.handle(exc)
+                continue
+            yield Key(shard.id, position), {
+                "source": {"bytes": source_cache[1], "path": row.source_path},
+                "edited": {"bytes": edited, "path": row.edited_path},
+                "instruction": row.instruction,
+                "category": row.category,
+                "source_path": row.source_path,
+                "edited_path": row.edited_path,
+                "caption": triplet.caption,
+            }
+
+    def _read(self, readers: Readers, member, row, key: str, shown_as: str) -> bytes:
+        """The bytes of one video of a row; unreadable or broken videos become a BadRowError naming the row."""
+        path = getattr(row, key)
+        try:
+            data = readers.get(member.category).read(member)
+            if self.config.verify_videos:
+                check_video(data, path)
+        except (VideoError, DittoError, OSError) as exc:
+            raise BadRowError(f"{shown_as} row {row.index}: {key}: {exc}") from None
+        return data
+
+
+_OPEN_READERS: dict = {}
+
+
+def open_readers(root: ReleaseRoot, cache_dir: Path, *, strict: bool, spacing: int) -> Readers:
+    """This process's readers of a release, kept open from one shard to the next so archive reads
+    continue where the previous shard stopped (shards are runs of consecutive folders). One release
+    at a time: asking for another closes the previous readers."""
+    key = (os.getpid(), root.url, str(cache_dir), strict, spacing)
+    if key not in _OPEN_READERS:
+        # Only this process's readers are closed: a forked DataLoader worker leaves the copies it
+        # inherited from its parent untouched (closing them would act on the parent's open files).
+        for own in [other for other in _OPEN_READERS if other[0] == key[0]]:
+            _OPEN_READERS.pop(own).close()
+        _OPEN_READERS[key] = Readers(root, cache_dir, strict=strict, spacing=spacing)
+    return _OPEN_READERS[key]
+
+
+def release_storage_options(root: str, storage_options: dict | None, token=None) -> dict:
+    """fsspec options for the release root: for ``hf://`` the endpoint and token datasets uses."""
+    options = dict((storage_options or {}).get(root.split("://", 1)[0], {}) if "://" in root else {})
+    if root.startswith("hf://"):
+        options.setdefault("endpoint", datasets.config.HF_ENDPOINT)
+        if token is not None:
+            options.setdefault("token", token)
+    return options

@@ -39,13 +39,17 @@ class VideoInfo:
 
     @property
     def is_portrait(self) -> bool:
-        """True when the displayed frame is taller than wide."""
-        return self.display_size[1] > self.display_size[0]
+        """True when the displayed frame is taller than wide.
+
+        ``width`` / ``height`` are the displayed size: torchcodec applies the rotation metadata
+        when decoding and reports post-rotation dimensions; ``rotation`` is kept for information.
+        """
+        return self.height > self.width
 
     @property
     def display_size(self) -> tuple[int, int]:
-        """(width, height) as displayed, after rotation metadata."""
-        return (self.height, self.width) if self.rotation % 180 == 90 else (self.width, self.height)
+        """(width, height) of the frames as decoded and displayed."""
+        return (self.width, self.height)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,6 +33,9 @@ os.environ.update(
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # Tiny models are fastest single-threaded, and pytest-xdist already runs a worker per core.
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
 )
 
@@ -65,7 +68,7 @@ def hub_server(_loopback_hub, tmp_path, monkeypatch):
     """The loopback Hub with fresh, empty storage and counters, and offline mode switched off.
 
     Yields the server: ``.endpoint``, ``.root`` (storage folder), ``.token``, ``.bytes_served``,
-    ``.requests``, ``.corrupt(repo_id, path)``.
+    ``.requests``, ``.corrupt(repo_id, path)``, ``.fail_next(route, times, status)``.
     """
     import datasets.config
     import huggingface_hub.constants

@@ -136,7 +136,7 @@ def test_portrait_read_with_resize(tmp_path):
     frames = gradient_clip(num_frames=5, width=48, height=80)
     path = write_video(tmp_path / "portrait.mp4", frames, fps=20)
     info = probe(path)
-    assert info.is_portrait and info.display_size == (48, 80)
+    assert info.is_portrait and (info.width, info.height) == (48, 80)
     out = read_frames(path, size=(24, 40), layout="TCHW")
     assert out.shape == (5, 3, 40, 24)
 

@@ -93,8 +93,7 @@ class ModelRegistry:
         is_pipeline = loader.__module__.startswith("diffusers") and "Pipeline" in loader.__name__
         if not is_processor:
             options["use_safetensors"] = True
-            dtype_key = "torch_dtype" if loader.__module__.startswith("diffusers") else "dtype"
-            options[dtype_key] = spec.resolved_dtype()
+            options["dtype"] = spec.resolved_dtype()  # transformers 5 and diffusers 0.42 both take `dtype`
         options.update(kwargs)
         if options.get("trust_remote_code"):
             raise ValueError("trust_remote_code is never enabled by ditto-hf")

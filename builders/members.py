@@ -1,0 +1,33 @@
+"""Where a video of the release lives: a file of an extracted tree or a member of a packed archive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Member:
+    """A located video. For packed categories ``offset`` is the data offset in the uncompressed tar
+    stream; for extracted ones ``path`` is the file path on the release filesystem."""
+
+    category: str
+    offset: int
+    size: int
+    path: str
+
+
+class CategoryReader(Protocol):
+    """The videos of one category (``source``, ``local``, ``global_style1`` ...), in either layout."""
+
+    category: str
+    layout: str
+
+    def locate(self, release_path: str) -> Member | None:
+        """The member for ``<category>/<dir>/<file>.mp4``, or ``None`` when it is not in the release."""
+
+    def read(self, member: Member) -> bytes:
+        """The bytes of a located member."""
+
+    def close(self) -> None:
+        """Release open files."""

@@ -1,0 +1,153 @@
+"""From metadata rows to located triplets, grouped into shards that read the release in order.
+
+A source and its edits share the 4-digit folder (``source/0281/<hash>.mp4``,
+``local/0281/<hash>_3.mp4``), and the tarballs store each folder contiguously. Shards are runs of
+whole folders; inside a folder, triplets are sorted by the position of their source and edit, so each
+archive is read forwards and a source shared by several edits is read once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ditto_hf.builders.extracted import ExtractedCategory
+from ditto_hf.builders.members import CategoryReader, Member
+from ditto_hf.builders.packed import (
+    DEFAULT_SEEK_POINT_SPACING,
+    PackedCategory,
+    find_parts,
+)
+from ditto_hf.builders.release import VIDEOS_DIR, MetadataRow, ReleaseRoot
+
+from ditto_hf.errors import BadRowError, DittoError
+
+logger = logging.getLogger("ditto_hf.builders")
+
+BAD_ROW_POLICIES = ("raise", "skip")
+
+
+@dataclass(frozen=True, slots=True)
+class Triplet:
+    """A metadata row with both videos located and its source caption."""
+
+    row: MetadataRow
+    source: Member
+    edited: Member
+    caption: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of parallel work: consecutive 4-digit folders."""
+
+    id: int
+    triplets: tuple[Triplet, ...]
+
+
+class BadRows:
+    """Raises on a bad row (``on_bad_rows="raise"``) or logs it and counts it (``"skip"``)."""
+
+    def __init__(self, policy: str) -> None:
+        if policy not in BAD_ROW_POLICIES:
+            raise DittoError(f"on_bad_rows must be one of {', '.join(BAD_ROW_POLICIES)}, got {policy!r}")
+        self.policy = policy
+        self.skipped = 0
+
+    def handle(self, error: BadRowError) -> None:
+        if self.policy == "raise":
+            raise error
+        self.skipped += 1
+        logger.warning("skipped bad row: %s", error)
+
+    def report(self, where: str) -> None:
+        """The closing log line: how many rows were skipped (only logged when some were)."""
+        if self.skipped:
+            logger.warning("ditto_1m: skipped %d bad row(s) %s", self.skipped, where)
+
+
+class Readers:
+    """The category readers of one release, opened on first use and kept until :meth:`close`."""
+
+    def __init__(self, root: ReleaseRoot, cache_dir: str | Path, *, strict: bool, spacing: int = DEFAULT_SEEK_POINT_SPACING) -> None:
+        self.root, self.cache_dir, self.strict, self.spacing = root, Path(cache_dir), strict, spacing
+        self._readers: dict[str, CategoryReader | DittoError] = {}
+
+    def get(self, category: str) -> CategoryReader:
+        if category not in self._readers:
+            try:
+                self._readers[category] = self._open(category)
+            except DittoError as exc:
+                if self.strict:
+                    raise
+                self._readers[category] = exc
+        reader = self._readers[category]
+        if isinstance(reader, DittoError):
+            raise BadRowError(str(reader))
+        return reader
+
+    def _open(self, category: str) -> CategoryReader:
+        """Extracted videos are read when present (cheapest), else the packed parts."""
+        if ExtractedCategory.present(self.root, category):
+            return ExtractedCategory(self.root, category)
+        parts = find_parts(self.root, category)
+        if parts:
+            return PackedCategory(self.root, category, parts, self.cache_dir, spacing=self.spacing, strict=self.strict).open()
+        raise DittoError(
+            f"{self.root.display(VIDEOS_DIR, category)}: neither extracted videos nor {category}.tar.gz.NN parts found"
+        )
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            if not isinstance(reader, DittoError):
+                reader.close()
+        self._readers.clear()
+
+
+def locate_row(row: MetadataRow, readers: Readers, shown_as: str) -> tuple[Member, Member]:
+    """Both members of a row; a missing one is a :class:`BadRowError` naming the row and the file."""
+    located = []
+    for key in ("source_path", "edited_path"):
+        path = getattr(row, key)
+        try:
+            member = readers.get(path.split("/", 1)[0]).locate(path)
+        except DittoError as exc:  # the category cannot be read: name the first row that needs it
+            raise BadRowError(f"{shown_as} row {row.index}: {key} {path}: {exc}") from None
+        if member is None:
+            raise BadRowError(f"{shown_as} row {row.index}: {key} {path} is not in the release (looked in videos/{path.split('/', 1)[0]})")
+        located.append(member)
+    return located[0], located[1]
+
+
+def plan_triplets(rows: list[MetadataRow], readers: Readers, captions: dict[str, str], bad: BadRows, shown_as: str) -> list[Triplet]:
+    """Locate every row's videos; bad rows go to ``bad``."""
+    triplets = []
+    for row in rows:
+        try:
+            source, edited = locate_row(row, readers, shown_as)
+        except BadRowError as exc:
+            bad.handle(exc)
+            continue
+        triplets.append(Triplet(row, source, edited, captions.get(row.source_path, "")))
+    return triplets
+
+
+def _reading_order(triplet: Triplet) -> tuple:
+    return (triplet.row.group, triplet.source, triplet.edited)
+
+
+def shard_triplets(triplets: list[Triplet], num_shards: int) -> list[Shard]:
+    """Split into at most ``num_shards`` shards of whole 4-digit folders, balanced by triplet count."""
+    ordered = sorted(triplets, key=_reading_order)
+    folders = [tuple(group) for _, group in itertools.groupby(ordered, key=lambda triplet: triplet.row.group)]
+    count = max(1, min(num_shards, len(folders)))
+    target = len(ordered) / count
+    shards: list[list[Triplet]] = [[] for _ in range(count)]
+    done = 0
+    for folder in folders:
+        index = min(count - 1, int(done / target)) if target else 0
+        shards[index].extend(folder)
+        done += len(folder)
+    return [Shard(number, tuple(shard)) for number, shard in enumerate(shards) if shard]

@@ -1,0 +1,175 @@
+"""Recipes: the YAML files that fix every stage's models, thresholds, sizes, steps and seeds.
+
+A recipe is a mapping with a ``name``, a ``seed``, optional ``model_overrides`` (model id -> local
+folder or spec, applied to every stage), optional ``torch_threads`` (intra-op threads per worker;
+tiny CPU models run fastest with 1) and an ordered ``stages`` mapping of stage name to that
+stage's ``Config`` fields (as documented on each stage). Three keys of a stage entry belong to
+the engine, not to the stage config:
+
+- ``class``: ``module:Class`` of a stage outside the built-in chain (default: the registered stage);
+- ``estimate_seconds``: documented seconds per sample on the reference GPU, used by ``--dry-run``;
+- ``workers``: the most workers (actors) the ray engine may start for the stage.
+
+Strings may contain ``{tiny}``: it is replaced by the folder of the tiny random checkpoints, which is
+built on first use (:func:`ditto_hf.testing.tiny.build_tiny_checkpoints`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ditto_hf.errors import DittoError
+from ditto_hf.generate.stage import Resources, Stage, StageConfig
+
+ENGINE_KEYS = ("class", "estimate_seconds", "workers")
+TINY_PLACEHOLDER = "{tiny}"
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Recipe name -> path of the YAML files shipped in the package."""
+    folder = Path(str(resources.files("ditto_hf.generate").joinpath("recipes")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+@dataclass
+class StageSpec:
+    """One stage of a recipe: which class, with which config, and the engine hints."""
+
+    name: str
+    config: dict[str, Any]
+    class_path: str | None = None
+    estimate_seconds: float | None = None
+    workers: int | None = None
+
+    def stage_class(self) -> type[Stage]:
+        """The stage class (imported on use, so a worker imports only its own stage)."""
+        if self.class_path is None:
+            from ditto_hf.generate.stages import stage_class
+
+            return stage_class(self.name)
+        module_name, _, class_name = self.class_path.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise DittoError(f"stage {self.name!r}: cannot import class {self.class_path!r} ({exc})") from exc
+
+    @property
+    def resources(self) -> Resources:
+        return self.stage_class().resources
+
+    def build_config(self) -> StageConfig:
+        """The stage's typed config; unknown keys are rejected with the list of known ones."""
+        try:
+            return self.stage_class().Config.from_dict(self.config)
+        except DittoError as exc:
+            raise DittoError(f"recipe stage {self.name!r}: {exc}") from exc
+        except TypeError as exc:
+            raise DittoError(f"recipe stage {self.name!r}: bad config ({exc})") from exc
+
+    def batch_size(self) -> int:
+        return max(1, int(self.config.get("batch_size", 1)))
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe; ``text`` is the exact YAML (placeholders resolved) a run records."""
+
+    name: str
+    seed: int
+    stages: list[StageSpec]
+    description: str = ""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    torch_threads: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True)
+
+    def validate(self) -> None:
+        """Import every stage and build every config, so a typo fails before any work starts."""
+        for spec in self.stages:
+            spec.build_config()
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], origin: str) -> Recipe:
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or not data["stages"]:
+            raise DittoError(f"{origin}: a recipe needs a non-empty 'stages' mapping (stage name -> config)")
+        stages = [_stage_spec(name, entry, origin) for name, entry in data["stages"].items()]
+        return cls(
+            name=str(data.get("name") or Path(origin).stem),
+            seed=int(data.get("seed", 0)),
+            stages=stages,
+            description=str(data.get("description", "")),
+            model_overrides=dict(data.get("model_overrides") or {}),
+            torch_threads=data.get("torch_threads"),
+            data=data,
+        )
+
+
+def _stage_spec(name: str, entry: Any, origin: str) -> StageSpec:
+    entry = dict(entry or {})
+    if not all(isinstance(key, str) for key in entry):
+        raise DittoError(f"{origin}: stage {name!r} has non-string keys")
+    engine = {key: entry.pop(key) for key in ENGINE_KEYS if key in entry}
+    workers = engine.get("workers")
+    estimate = engine.get("estimate_seconds")
+    return StageSpec(
+        name=name,
+        config=entry,
+        class_path=engine.get("class"),
+        estimate_seconds=None if estimate is None else float(estimate),
+        workers=None if workers is None else int(workers),
+    )
+
+
+def load_recipe(name_or_path: str | os.PathLike, *, tiny_root: Path | None = None) -> Recipe:
+    """Load a bundled recipe by name (``paper``, ``fast``, ``tiny``) or a YAML file.
+
+    ``{tiny}`` placeholders are resolved to ``tiny_root`` (default: the cached tiny checkpoints,
+    built if missing).
+    """
+    path = _recipe_path(name_or_path)
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DittoError(f"{path}: not valid YAML ({exc})") from exc
+    if TINY_PLACEHOLDER in text:
+        data = _substitute(data, str(_tiny_root(tiny_root)))
+    return Recipe.from_mapping(data, str(path))
+
+
+def _recipe_path(name_or_path: str | os.PathLike) -> Path:
+    bundled = bundled_recipes()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    raise DittoError(f"recipe {str(name_or_path)!r} is neither a bundled recipe ({', '.join(bundled)}) nor a YAML file")
+
+
+def _tiny_root(root: Path | None) -> Path:
+    from ditto_hf.testing.tiny import build_tiny_checkpoints, default_tiny_root
+
+    root = Path(root) if root is not None else default_tiny_root()
+    build_tiny_checkpoints(root)
+    return root
+
+
+def _substitute(value: Any, tiny_root: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(TINY_PLACEHOLDER, tiny_root)
+    if isinstance(value, dict):
+        return {key: _substitute(item, tiny_root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, tiny_root) for item in value]
+    return value

@@ -1,0 +1,156 @@
+"""What a run shows: live per-stage progress, the final cost table and the ``--dry-run`` plan.
+
+Progress is read from the resume markers (``state/<stage>/*.json``), so it works the same for every
+engine, including Ray actors on other machines writing to a shared ``RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+from typing import Self
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ditto_hf.generate.models import ModelSpec
+from ditto_hf.generate.recipe import Recipe
+from ditto_hf.generate.run import RunDir
+from ditto_hf.generate.sample import Sample
+
+PAPER_GPU_MINUTES_PER_SAMPLE = 10.0  # the paper's figure after distillation and quantisation
+
+
+class ProgressMonitor:
+    """Polls the markers of each stage and shows done / failed / rejected and samples/s."""
+
+    def __init__(self, run: RunDir, stages: list[str], total: int, console: Console, interval: float = 0.5):
+        self.run, self.stages, self.total, self.interval = run, stages, total, interval
+        self.markers: dict[str, dict[str, tuple[int, str]]] = {stage: {} for stage in stages}  # name -> (mtime, status)
+        self.counts: dict[str, Counter] = {stage: Counter() for stage in stages}
+        self.first: dict[str, tuple[float, int]] = {}  # (time, new markers) when new markers first appeared
+        self.latest: dict[str, tuple[float, int]] = {}  # ... and when they last grew
+        self.resumed = {stage: self._scan(stage) for stage in stages}  # markers from earlier invocations
+        self.progress = Progress(TextColumn("{task.fields[stage]:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False)
+        self.tasks = {stage: self.progress.add_task(stage, stage=stage, status="", total=total) for stage in stages}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+
+    def __enter__(self) -> Self:
+        self.progress.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.refresh()
+        self.progress.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh()
+
+    def refresh(self) -> None:
+        for stage in self.stages:
+            done = self._scan(stage)
+            new = done - self.resumed[stage]
+            if new > self.latest.get(stage, (0.0, 0))[1]:
+                now = time.perf_counter()
+                self.first.setdefault(stage, (now, new))
+                self.latest[stage] = (now, new)
+            counts = self.counts[stage]
+            status = f"ok {counts['ok']}  rejected {counts['rejected']}  failed {counts['failed']}  {self._rate(stage)}"
+            self.progress.update(self.tasks[stage], completed=done, status=status)
+
+    def _rate(self, stage: str) -> str:
+        """Samples per second while the stage's markers were growing."""
+        if stage not in self.first or self.latest[stage][0] <= self.first[stage][0]:
+            return "-/s"
+        (start, count0), (end, count1) = self.first[stage], self.latest[stage]
+        return f"{(count1 - count0) / (end - start):.2f}/s"
+
+    def _scan(self, stage: str) -> int:
+        """Read the stage's new or rewritten markers; return how many markers the stage has."""
+        folder = self.run.root / "state" / stage
+        if not folder.is_dir():
+            return 0
+        known = self.markers[stage]
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                    continue
+                mtime = entry.stat().st_mtime_ns
+                if known.get(entry.name, (None,))[0] == mtime:
+                    continue
+                try:
+                    status = json.loads(Path(entry.path).read_text()).get("status", "ok")
+                except (OSError, ValueError):
+                    continue
+                known[entry.name] = (mtime, status)
+        self.counts[stage] = Counter(status for _, status in known.values())
+        return len(known)
+
+
+def cost_table(records: list[Sample], recipe: Recipe) -> Table:
+    """Seconds per stage per sample, GPU-seconds per kept sample and acceptance rate per stage
+    (samples passed on / samples that reached the stage)."""
+    kept = sum(sample.ok for sample in records)
+    table = Table(title=f"Cost of this run ({kept} kept of {len(records)})")
+    for column in ("stage", "samples", "s / sample", "GPUs", "GPU-s / kept", "rejected", "failed", "acceptance"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    total_gpu_seconds = 0.0
+    for spec in recipe.stages:
+        seconds = [sample.timings[spec.name] for sample in records if spec.name in sample.timings]
+        rejected = sum(sample.status == "rejected" and sample.rejected_by == spec.name for sample in records)
+        failed = sum(sample.status == "failed" and sample.rejected_by == spec.name for sample in records)
+        gpus = spec.resources.gpus
+        gpu_seconds = sum(seconds) * gpus
+        total_gpu_seconds += gpu_seconds
+        reached = len(seconds) + failed
+        acceptance = f"{(len(seconds) - rejected) / reached:.0%}" if reached else "-"
+        table.add_row(spec.name, str(reached), _mean(seconds), f"{gpus:g}", _per(gpu_seconds, kept), str(rejected), str(failed), acceptance)
+    per_kept = total_gpu_seconds / kept if kept else float("nan")
+    table.caption = (
+        f"GPU-seconds per kept sample: {per_kept:.2f} ({per_kept / 60:.3f} GPU-min; the paper reports "
+        f"~{PAPER_GPU_MINUTES_PER_SAMPLE:g} GPU-min with distilled, quantised models). GPU-seconds = stage seconds x declared GPUs."
+    )
+    return table
+
+
+def plan_table(recipe: Recipe, num_samples: int | None) -> Table:
+    """The ``--dry-run`` plan: stages, models, resources and the recipe's documented estimates."""
+    clips = "an unknown number of" if num_samples is None else str(num_samples)
+    table = Table(title=f"Plan: recipe {recipe.name!r}, {clips} source clip(s)")
+    for column in ("stage", "class", "models", "GPUs", "memory GB", "max workers", "batch", "est. s / sample"):
+        table.add_column(column, justify="left" if column in ("stage", "class", "models") else "right", overflow="fold")
+    gpu_seconds = 0.0
+    for spec in recipe.stages:
+        stage_class, config, resources = spec.stage_class(), spec.build_config(), spec.resources
+        models = [f"{field.name}={getattr(config, field.name).id}" for field in fields(config) if isinstance(getattr(config, field.name), ModelSpec)]
+        estimate = spec.estimate_seconds
+        gpu_seconds += (estimate or 0.0) * resources.gpus
+        table.add_row(
+            spec.name, stage_class.__qualname__, "\n".join(models) or "-", f"{resources.gpus:g}", f"{resources.memory_gb:g}",
+            str(resources.max_workers or spec.workers or "-"), str(config.batch_size), "?" if estimate is None else f"{estimate:g}",
+        )
+    total = "" if num_samples is None else f", {gpu_seconds * num_samples / 3600:.2f} GPU-hours for {num_samples} clip(s)"
+    table.caption = (
+        f"Estimated: {gpu_seconds / 60:.2f} GPU-min per source clip (every stage run, before filtering){total}, "
+        "from the recipe's estimate_seconds on its reference GPU."
+    )
+    return table
+
+
+def _mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.3f}" if values else "-"
+
+
+def _per(total: float, count: int) -> str:
+    return f"{total / count:.3f}" if count else "-"

@@ -1,0 +1,99 @@
+"""The ``ditto_1m`` builder streaming ``hf://`` roots through the loopback Hub server."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import pytest
+import torch
+from datasets import load_dataset
+from huggingface_hub import HfApi
+from release import MiniRelease, make_release, pack_release
+
+import ditto_hf  # noqa: F401  (registers "ditto_1m")
+from ditto_hf.video import read_frames
+
+SPACING = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory) -> dict[str, MiniRelease]:
+    extracted = make_release(tmp_path_factory.mktemp("hub") / "extracted")
+    return {"extracted": extracted, "packed": pack_release(extracted, tmp_path_factory.mktemp("hub") / "packed", part_size=4096)}
+
+
+def upload(hub_server, release: MiniRelease, name: str) -> str:
+    api = HfApi(endpoint=hub_server.endpoint, token=hub_server.token)
+    repo_id = f"ditto/{name}"
+    api.create_repo(repo_id, repo_type="dataset")
+    api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=release.root, commit_message="Mini Ditto-1M release")
+    return f"hf://datasets/{repo_id}"
+
+
+def stream(root: str, config: str, cache_dir, **options):
+    return load_dataset(
+        "ditto_1m", name=config, data_dir=root, streaming=True, split="train", cache_dir=str(cache_dir), seek_point_spacing=SPACING, **options
+    )
+
+
+def key(row: dict) -> tuple:
+    return (row["source_path"], row["edited_path"], row["instruction"], row["caption"])
+
+
+def expected(release: MiniRelease, config: str) -> Counter:
+    return Counter((row["source_path"], row["edited_path"], row["instruction"], release.caption_of(row["source_path"])) for row in release.rows[config])
+
+
+@pytest.mark.parametrize("layout", ["extracted", "packed"])
+def test_every_config_streams_from_the_hub(hub_server, releases, layout, tmp_path):
+    release = releases[layout]
+    root = upload(hub_server, release, f"mini-{layout}")
+    for config in release.configs:
+        rows = list(stream(root, config, tmp_path / "cache").decode(False))
+        assert Counter(map(key, rows)) == expected(release, config), config
+        for row in rows:
+            assert row["category"] == row["edited_path"].split("/")[0]
+            assert row["source"]["bytes"] == release.files[row["source_path"]].read_bytes()
+            assert row["edited"]["bytes"] == release.files[row["edited_path"]].read_bytes()
+    assert hub_server.requests["GET resolve"] > 0
+
+
+def test_decoded_frames_from_the_hub_equal_the_files(hub_server, releases, tmp_path):
+    release = releases["packed"]
+    root = upload(hub_server, release, "mini-packed")
+    rows = list(stream(root, "global", tmp_path / "cache"))
+    assert len(rows) == len(release.rows["global"])
+    for row in rows:
+        assert torch.equal(read_frames(row["source"]), read_frames(release.files[row["source_path"]]))
+        assert torch.equal(read_frames(row["edited"]), read_frames(release.files[row["edited_path"]]))
+
+
+def test_index_command_publishes_indexes_that_readers_download(hub_server, releases, tmp_path, monkeypatch, caplog):
+    import datasets.config
+    from click.testing import CliRunner
+    from ditto_hf.builders.packed import index_name
+
+    from ditto_hf.cli import cli
+
+    release = releases["packed"]
+    root = upload(hub_server, release, "mini-packed")
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "publisher-cache")
+    result = CliRunner().invoke(cli, ["index", root, "--spacing", str(SPACING)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    repo_files = HfApi(endpoint=hub_server.endpoint).list_repo_files(root.removeprefix("hf://datasets/"), repo_type="dataset")
+    for category in ("source", "local", "global_style1", "global_freeform1"):
+        assert f"videos/{category}/{index_name(category)}" in repo_files
+        assert category in result.output
+
+    caplog.set_level(logging.WARNING, logger="ditto_hf.builders")
+    hub_server.reset_counters()
+    rows = list(stream(root, "local", tmp_path / "reader-cache").decode(False))
+    assert len(rows) == len(release.rows["local"])
+    assert "scanning the archive" not in caplog.text
+    needed = [release.root / "training_metadata/local.json", release.root / "source_video_captions/captions.json"]
+    for category in ("source", "local"):  # each archive part and seek index at most once
+        needed += (release.root / "videos" / category).glob(f"{category}.tar.gz.*")
+        needed += (tmp_path / "publisher-cache").rglob(f"{category}-*.index.sqlite")
+    assert hub_server.bytes_served <= sum(path.stat().st_size for path in needed)

@@ -1,0 +1,128 @@
+"""The local and Ray engines on real test stages (clip -> brightness filter -> mirror edit)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from engine_fixtures import calls, table_rows, write_fixture_recipe
+
+from ditto_hf.generate.driver import execute, prepare
+from ditto_hf.generate.inputs import sample_id_for
+from ditto_hf.generate.run import load_run_dataset
+from ditto_hf.video import read_frames
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """One uninterrupted local run on the four sample clips; the darkest clip (zoom) is rejected."""
+    folder = tmp_path_factory.mktemp("local")
+    recipe_path, log = write_fixture_recipe(folder)
+    recipe, run, samples = prepare(recipe_path, folder / "run")
+    return execute(recipe, run, samples, engine="local"), log
+
+
+def test_local_run_keeps_rejects_and_writes_tables(local_run):
+    result, log = local_run
+    root = result.run.root
+    assert [sample.sample_id.split("-")[0] for sample in result.kept] == ["orbit", "portrait", "static"]
+    (rejected,) = result.rejected
+    assert rejected.sample_id.startswith("zoom") and rejected.rejected_by == "brightness"
+    assert rejected.scores["brightness"] < 115 and "mean brightness" in rejected.reasons["brightness"]
+    (row,) = table_rows(root / "rejected.parquet")
+    assert (row["status"], row["stage"], row["sample_id"]) == ("rejected", "brightness", rejected.sample_id)
+    assert json.loads(row["scores"])["brightness"] == pytest.approx(rejected.scores["brightness"])
+    # every stage ran exactly once per sample that reached it; the rejected one never reached mirror
+    assert set(calls(log).values()) == {1}
+    assert ("mirror", rejected.sample_id) not in calls(log) and len(calls(log)) == 4 + 4 + 3
+    assert (root / "recipe.yaml").read_text().startswith("name: fixture")
+    assert json.loads((root / "run.json").read_text())["versions"]["datasets"]
+
+
+def test_manifest_decodes_and_edited_is_the_mirrored_source(local_run):
+    result, _ = local_run
+    dataset = load_run_dataset(result.run.root)
+    assert len(dataset) == 3 and dataset.column_names[:7] == ["source", "edited", "instruction", "category", "source_path", "edited_path", "caption"]
+    row = dataset[0]
+    assert row["source_path"].startswith("video/") and row["edited_path"].startswith("generated/")
+    assert row["category"] == row["edit_type"] == "global_freeform" and row["instruction"]
+    source = row["source"].get_frames_in_range(0, 9).data.float()
+    edited = row["edited"].get_frames_in_range(0, 9).data.float()
+    assert source.shape == edited.shape == (9, 3, 64, 64)
+    # lossy H.264 twice: the edit matches the flipped source far better than the source itself
+    assert (edited - source.flip(-1)).abs().mean() < 0.25 * (edited - source).abs().mean()
+
+
+def test_failing_sample_is_recorded_then_retried(tmp_path, sample_clips):
+    fault = tmp_path / "fault-present"
+    fault.touch()
+    victim = sample_id_for(sample_clips[0].name, str(sample_clips[0].absolute()))
+    recipe_path, log = write_fixture_recipe(tmp_path, fail_sample=victim, fail_while_exists=str(fault), min_brightness=0)
+    recipe, run, samples = prepare(recipe_path, tmp_path / "run")
+    result = execute(recipe, run, samples)
+    (failed,) = result.failed
+    assert failed.sample_id == victim and failed.rejected_by == "mirror" and "injected fault" in failed.error
+    assert len(result.kept) == 3  # the failure did not sink its batch
+    (row,) = table_rows(run.root / "rejected.parquet")
+    assert (row["status"], row["stage"]) == ("failed", "mirror") and "injected fault" in row["error"]
+
+    fault.unlink()  # the cause is gone, but a plain rerun does not retry failures
+    again = execute(*prepare(recipe_path, tmp_path / "run")[:3])
+    assert [sample.sample_id for sample in again.failed] == [victim]
+    assert sum(calls(log).values()) == 4 + 4 + 4
+
+    retried = execute(*prepare(recipe_path, tmp_path / "run")[:3], retry_failed=True)
+    assert not retried.failed and len(retried.kept) == 4
+    counts = calls(log)
+    assert counts[("mirror", victim)] == 2 and counts[("clip", victim)] == 1
+    assert len(load_run_dataset(run.root)) == 4
+
+
+def test_recipe_change_is_refused_on_resume(local_run, tmp_path):
+    from ditto_hf.errors import DittoError
+
+    result, _ = local_run
+    other, _ = write_fixture_recipe(tmp_path, min_brightness=10)
+    with pytest.raises(DittoError, match="different recipe"):
+        prepare(other, result.run.root)
+
+
+def test_ray_engine_matches_local(local_run, tmp_path):
+    ray = pytest.importorskip("ray")
+    result, _ = local_run
+    recipe_path, log = write_fixture_recipe(tmp_path)
+    recipe, run, samples = prepare(recipe_path, tmp_path / "run")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    try:
+        ray_result = execute(recipe, run, samples, engine="ray")
+    finally:
+        ray.shutdown()
+    assert table_rows(run.root / "manifest.parquet") == table_rows(result.run.root / "manifest.parquet")
+    assert table_rows(run.root / "rejected.parquet") == table_rows(result.run.root / "rejected.parquet")
+    assert set(calls(log).values()) == {1} and len(calls(log)) == 11
+    for sample in ray_result.kept:
+        assert set(sample.timings) == {"clip", "brightness", "mirror"}
+        assert torch.equal(read_frames(run.root / sample.video), read_frames(result.run.root / sample.video))
+
+
+def test_cost_table_counts_gpu_seconds_per_kept_sample():
+    from rich.console import Console
+
+    from ditto_hf.generate.recipe import Recipe
+    from ditto_hf.generate.report import cost_table
+    from ditto_hf.generate.sample import Sample
+
+    recipe = Recipe.from_mapping({"stages": {"clip": {"class": "ditto_hf.testing.stages:ClipStage"}, "mirror": {"class": "ditto_hf.testing.stages:MirrorStage"}}}, "inline")
+    kept = [Sample(f"k{i}", "x", timings={"clip": 1.0, "mirror": 3.0}) for i in range(2)]
+    rejected = Sample("r", "x", timings={"clip": 2.0}).reject("clip", "too dark")
+    failed = Sample("f", "x", timings={"clip": 1.0}).fail("mirror", RuntimeError("boom"))
+    console = Console(record=True, width=200)
+    console.print(cost_table([*kept, rejected, failed], recipe))
+    text = console.export_text()
+    # mirror: 2 samples x 3 s x 1 GPU over 2 kept = 3 GPU-s per kept; clip declares no GPU
+    assert "GPU-seconds per kept sample: 3.00" in text
+    rows = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│"))}
+    # samples, s / sample, GPUs, GPU-s / kept, rejected, failed, acceptance
+    assert rows["clip"] == ["4", "1.250", "0", "0.000", "1", "0", "75%"]
+    assert rows["mirror"] == ["3", "3.000", "1", "3.000", "0", "1", "67%"]
