@@ -48,7 +48,7 @@ def write_recipe(folder: Path, smooth_passes: int) -> Path:
 
 def bare_loop(recipe, samples, work_dir: Path) -> float:
     """The stages called directly, stage after stage, no markers: the baseline."""
-    job = EngineJob(run_root=work_dir, stages=recipe.stages, seed=recipe.seed)
+    job = EngineJob(run_root=work_dir, stages=recipe.stages, seed=recipe.seed, torch_threads=recipe.torch_threads)
     start = time.perf_counter()
     live = samples
     for spec in recipe.stages:

@@ -126,3 +126,20 @@ def test_cost_table_counts_gpu_seconds_per_kept_sample():
     # samples, s / sample, GPUs, GPU-s / kept, rejected, failed, acceptance
     assert rows["clip"] == ["4", "1.250", "0", "0.000", "1", "0", "75%"]
     assert rows["mirror"] == ["3", "3.000", "1", "3.000", "0", "1", "67%"]
+
+
+def test_ray_actor_pools_follow_declared_resources():
+    from ditto_hf.errors import DittoError
+    from ditto_hf.generate.engines.ray import actor_shape
+    from ditto_hf.generate.recipe import StageSpec
+
+    mirror = StageSpec("mirror", {}, class_path="ditto_hf.testing.stages:MirrorStage")  # 1 GPU
+    clip = StageSpec("clip", {}, class_path="ditto_hf.testing.stages:ClipStage")  # CPU only
+    gpu_cluster = {"GPU": 8.0, "CPU": 64.0}
+    assert actor_shape(mirror, gpu_cluster, stages_in_flight=3) == (1, 1.0, 8)  # one actor per GPU
+    assert actor_shape(StageSpec("mirror", {}, class_path=mirror.class_path, workers=2), gpu_cluster, 3)[2] == 2  # recipe cap
+    gpus, cpus, workers = actor_shape(clip, {"CPU": 2.0}, stages_in_flight=3)
+    assert gpus == 0 and cpus == pytest.approx(1 / 3) and workers == 2  # every stage fits, at most one actor per CPU
+    assert actor_shape(mirror, {"CPU": 2.0}, stages_in_flight=3)[0] == 0  # no GPU in the cluster: runs on CPU
+    with pytest.raises(DittoError, match="needs 1 GPU"):
+        actor_shape(mirror, {"GPU": 0.5, "CPU": 8.0}, stages_in_flight=1)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import datasets
 import pytest
-from huggingface_hub import hf_hub_download
 from engine_fixtures import write_fixture_recipe
+from huggingface_hub import hf_hub_download
 
 from ditto_hf.cli import main
 from ditto_hf.generate.recipe import load_recipe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,20 +17,22 @@ from engine_fixtures import calls, table_rows, write_fixture_recipe
 from ditto_hf.generate.driver import execute, prepare
 
 
-def generate(*args: str, **kwargs) -> subprocess.Popen:
+def generate(*args: str, output: Path) -> subprocess.Popen:
+    """``ditto-hf generate ARGS`` in a child process, its stdout and stderr going to ``output``."""
     command = [sys.executable, "-m", "ditto_hf.cli", "generate", *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "160"}, **kwargs)
+    with output.open("w") as stream:
+        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "160"})
 
 
 def markers(run: Path) -> set[tuple[str, str]]:
     return {(path.parent.name, path.stem) for path in (run / "state").glob("*/*.json")}
 
 
-def kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
+def kill_when(process: subprocess.Popen, ready, output: Path, timeout: float = 120) -> None:
     """SIGKILL ``process`` as soon as ``ready()`` is true."""
     deadline = time.monotonic() + timeout
     while not ready():
-        assert process.poll() is None, f"the run ended before the kill point:\n{process.stdout.read()}"
+        assert process.poll() is None, f"the run ended before the kill point:\n{output.read_text()}"
         assert time.monotonic() < deadline, "kill point not reached"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
@@ -50,13 +53,15 @@ def test_kill_9_twice_then_resume_matches_an_uninterrupted_run(tmp_path, sample_
     # 2nd kill: inside the last stage. After each, remember which markers existed and the calls so far.
     kill_points = [("clip", 2), ("mirror", 1)]
     snapshots = []
-    for stage, count in kill_points:
-        kill_when(generate(*command), lambda stage=stage, count=count: len(list((run / "state" / stage).glob("*.json"))) >= count)
+    for number, (stage, count) in enumerate(kill_points):
+        output = tmp_path / f"killed-{number}.log"
+        kill_when(generate(*command, output=output), lambda stage=stage, count=count: len(list((run / "state" / stage).glob("*.json"))) >= count, output)
         snapshots.append((markers(run), calls(log)))
     assert not (run / "manifest.parquet").exists() and {stage for stage, _ in snapshots[-1][0]} == {"clip", "brightness", "mirror"}
 
-    finished = generate(*command)
-    output, _ = finished.communicate(timeout=300)
+    finished = generate(*command, output=tmp_path / "finished.log")
+    finished.wait(timeout=300)
+    output = (tmp_path / "finished.log").read_text()
     assert finished.returncode == 0, output
     assert "kept 3, rejected 1, failed 0" in output and "GPU-seconds per kept sample" in output
     assert re.search(r"brightness .* 4/4 ok 3  rejected 1  failed 0", output)  # progress counts resumed markers too
@@ -67,13 +72,7 @@ def test_kill_9_twice_then_resume_matches_an_uninterrupted_run(tmp_path, sample_
     assert set(final) == set(calls(tmp_path / "calls.log")), "a sample was lost or a stage skipped"
     assert table_rows(run / "manifest.parquet") == table_rows(reference.run.root / "manifest.parquet")
     assert table_rows(run / "rejected.parquet") == table_rows(reference.run.root / "rejected.parquet")
-    assert len(json_lines(run / "run.json")) == 3  # one entry per invocation
-
-
-def json_lines(path: Path) -> list:
-    import json
-
-    return json.loads(path.read_text())["invocations"]
+    assert len(json.loads((run / "run.json").read_text())["invocations"]) == 3
 
 
 @pytest.fixture

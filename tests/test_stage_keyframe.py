@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ditto_hf.generate.models import ModelRegistry, ModelSpec
@@ -19,15 +18,6 @@ from ditto_hf.generate.stage import StageContext
 from ditto_hf.generate.stages.keyframe import KeyframeStage
 from ditto_hf.testing.qwen import save_tiny_qwen_image_edit
 from ditto_hf.video import read_frames
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are latency-bound: one thread avoids oversubscribing the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,6 @@ from ditto_hf.testing.qwen import save_tiny_qwen_vl
 ANSWER_CHARS = 24
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models are latency-bound: one thread avoids oversubscribing the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_vl(tmp_path_factory) -> ModelSpec:
     directory = save_tiny_qwen_vl(tmp_path_factory.mktemp("models") / "qwen-vl")
