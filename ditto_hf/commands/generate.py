@@ -71,6 +71,12 @@ def _push(run, repo_id: str, config_name: str, console: Console) -> None:
 
 
 def _log_to(console: Console) -> None:
+    """Log through rich on ``console``; the per-stage progress replaces the libraries' own bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
     handler = RichHandler(console=console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
     logging.getLogger("ditto_hf").setLevel(logging.INFO)

@@ -24,9 +24,9 @@ LEVEL_STYLE = {"ok": "green", "warning": "yellow", "error": "bold red"}
 )
 @click.option(
     "--data-dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="Root of the original release (local).",
+    default="hf://datasets/QingyanBai/Ditto-1M",
+    show_default=True,
+    help="Root of the original release: a local folder or an hf:// URL.",
 )
 @click.option("--repo", required=True, help="Target dataset repo, NS/NAME (created if missing).")
 @click.option("--config-name", default=None, help="Name of the config on the Hub (default: the builder config's name).")
@@ -45,18 +45,19 @@ def mirror_command(config, data_dir, repo, config_name, num_workers, max_shard_s
 
     Resumable: rerun the same command after an interruption; shards already on the Hub are kept.
     """
-    from ditto_1m import Ditto1M
+    from ditto_1m import Ditto1M, release_storage_options
     from ditto_hf.builders.release import ReleaseRoot
     from ditto_hf.errors import DittoError
 
     # every metadata file present (the builder's own "all" config, global+local.json, is one of them)
-    names = list(ReleaseRoot(str(data_dir)).metadata_files()) if config == "all" else [config]
+    release = ReleaseRoot(data_dir, release_storage_options(data_dir, None, token))
+    names = list(release.metadata_files()) if config == "all" else [config]
     if config_name and len(names) > 1:
         raise DittoError("--config-name names one config; it cannot be used with --config all")
     console = Console(stderr=True)
     for name in names:
         target = config_name or name
-        builder = Ditto1M(config_name=name, data_dir=data_dir, on_bad_rows=on_bad_rows)
+        builder = Ditto1M(config_name=name, data_dir=data_dir, on_bad_rows=on_bad_rows, token=token)
         result = _publish_with_progress(
             console,
             builder.as_streaming_dataset("train"),
