@@ -21,11 +21,12 @@ DEMO_RECIPE, DEFAULT_RECIPE = "tiny", "paper"
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: one process; ray: a Ray Data actor pool per stage.")
 @click.option("--ray-address", metavar="ADDRESS", help="Ray cluster to join ('auto' for the running one); default: start Ray locally.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most N source clips.")
+@click.option("--wave-size", type=click.IntRange(min=1), metavar="N", help="local engine: take N samples through every stage before starting the next N (default: all at once); kept samples appear sooner, models load once per wave.")
 @click.option("--retry-failed", is_flag=True, help="Run again the samples that failed in an earlier invocation.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (stages, models, resources) and the estimated cost, run nothing.")
 @click.option("--push-to-hub", "repo_id", metavar="NS/REPO", help="Publish the kept samples to this Hub dataset repo ...")
 @click.option("--config-name", metavar="NAME", help="... as this config (other configs of the repo stay intact).")
-def generate_command(src, output, recipe, engine, ray_address, limit, retry_failed, dry_run, repo_id, config_name) -> None:
+def generate_command(src, output, recipe, engine, ray_address, limit, wave_size, retry_failed, dry_run, repo_id, config_name) -> None:
     """Generate (source, instruction, edited) triplets with the Ditto model chain.
 
     The tiny recipe uses random tiny models: its edited videos are noise, it shows the mechanics end
@@ -36,6 +37,8 @@ def generate_command(src, output, recipe, engine, ray_address, limit, retry_fail
 
     if bool(repo_id) != bool(config_name):
         raise click.UsageError("--push-to-hub and --config-name go together")
+    if wave_size and engine != "local":
+        raise click.UsageError("--wave-size applies to the local engine (the ray engine already streams samples between stages)")
     console = Console(stderr=True)
     _log_to(console)
     recipe = load_recipe(recipe or (DEFAULT_RECIPE if src else DEMO_RECIPE))
@@ -44,7 +47,7 @@ def generate_command(src, output, recipe, engine, ray_address, limit, retry_fail
         return
     recipe, run, samples = prepare(recipe, output, src, limit, command=["ditto-hf", *sys.argv[1:]])
     console.print(f"[bold]generate[/]: {len(samples)} clip(s), recipe {recipe.name!r}, engine {engine}, run directory {run.root}")
-    result = execute(recipe, run, samples, engine=engine, ray_address=ray_address, retry_failed=retry_failed, console=console)
+    result = execute(recipe, run, samples, engine=engine, ray_address=ray_address, retry_failed=retry_failed, wave_size=wave_size, console=console)
     console.print(f"kept {len(result.kept)}, rejected {len(result.rejected)}, failed {len(result.failed)} -> {run.root / 'manifest.parquet'}")
     if result.failed:
         console.print(f"failed samples and their errors are in {run.root / 'rejected.parquet'}; rerun with --retry-failed to try them again")

@@ -80,16 +80,18 @@ def execute(
     engine: str = "local",
     ray_address: str | None = None,
     retry_failed: bool = False,
+    wave_size: int | None = None,
     console: Console | None = None,
 ) -> RunResult:
     """Run the remaining work of every sample and write the manifest and rejected tables.
 
-    With a ``console``, per-stage progress and the cost table are printed to it.
+    ``wave_size`` (local engine) takes that many samples through every stage before starting the
+    next ones. With a ``console``, per-stage progress and the cost table are printed to it.
     """
     names = [spec.name for spec in recipe.stages]
     items = [run.resume_point(sample, names, retry_failed) for sample in samples]
     overrides = {key: ModelSpec.coerce(value) for key, value in recipe.model_overrides.items()}
-    job = EngineJob(run_root=run.root, stages=recipe.stages, seed=recipe.seed, model_overrides=overrides, torch_threads=recipe.torch_threads)
+    job = EngineJob(run_root=run.root, stages=recipe.stages, seed=recipe.seed, model_overrides=overrides, torch_threads=recipe.torch_threads, wave_size=wave_size)
     runner = make_engine(engine, job, ray_address)
     start = time.perf_counter()
     if console is None:

@@ -30,6 +30,7 @@ class EngineJob:
     seed: int = 0
     model_overrides: dict[str, ModelSpec] = field(default_factory=dict)
     torch_threads: int | None = None  # intra-op threads per worker process (None: torch's default)
+    wave_size: int | None = None  # local engine: samples taken through every stage before the next ones (None: all)
 
     @property
     def stage_names(self) -> list[str]:

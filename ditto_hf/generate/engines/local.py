@@ -1,9 +1,10 @@
 """The local engine: every stage in this process, one stage (one set of models) at a time.
 
-Stages run in recipe order over all pending samples, in batches of the stage's ``batch_size``, so
+Stages run in recipe order over the pending samples, in batches of the stage's ``batch_size``, so
 only one stage's models occupy the accelerator at any moment (the paper's models do not fit
-together on one GPU). Resume markers are written by a background thread, so file I/O overlaps
-the next batch's model work.
+together on one GPU). With ``wave_size`` the samples are taken through the whole chain a wave at a
+time, so kept samples appear long before a large run ends (each wave loads the models again).
+Resume markers are written by a background thread, so file I/O overlaps the next batch's model work.
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ class LocalEngine(Engine):
     name = "local"
 
     def run(self, items: list[WorkItem]) -> list[Sample]:
+        size = self.job.wave_size or max(len(items), 1)
+        records: list[Sample] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="markers") as writer:
+            for offset in range(0, len(items), size):
+                records += self._run_wave(items[offset : offset + size], writer)
+        return records
+
+    def _run_wave(self, items: list[WorkItem], writer: ThreadPoolExecutor) -> list[Sample]:
+        """Take ``items`` through their remaining stages, one stage at a time."""
         count = len(self.job.stages)
         finished = [item.sample for item in items if item.start >= count]
         carried: list[Sample] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="markers") as writer:
-            for index, spec in enumerate(self.job.stages):
-                finished += [sample for sample in carried if not sample.ok]
-                todo = [sample for sample in carried if sample.ok] + [item.sample for item in items if item.start == index]
-                carried = self._run_stage(index, todo, writer) if todo else []
+        for index in range(count):
+            finished += [sample for sample in carried if not sample.ok]
+            todo = [sample for sample in carried if sample.ok] + [item.sample for item in items if item.start == index]
+            carried = self._run_stage(index, todo, writer) if todo else []
         return finished + carried
 
     def _run_stage(self, index: int, samples: list[Sample], writer: ThreadPoolExecutor) -> list[Sample]:
