@@ -24,17 +24,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from hub_server import client_environment  # noqa: E402
 
 WORK = Path(tempfile.mkdtemp(prefix="ditto-bench-publish-"))
-os.environ.update(
-    {
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_OFFLINE": "0",
-        "HF_HOME": str(WORK / "hf"),
-        "HF_DATASETS_CACHE": str(WORK / "datasets"),
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    }
-)
+os.environ.update(client_environment(WORK))  # HF_ENDPOINT is set once the server is bound
 REPO = "bench/ditto-mirror"
 
 

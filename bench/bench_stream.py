@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -28,24 +27,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from hub_server import client_environment, free_port  # noqa: E402
 
-
-PORT = _free_port()
+PORT = free_port()
 WORK = Path(tempfile.mkdtemp(prefix="ditto-bench-"))
-os.environ.update(
-    {
-        "HF_ENDPOINT": f"http://127.0.0.1:{PORT}",  # read at import time by huggingface_hub and datasets
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_OFFLINE": "0",
-        "HF_HOME": str(WORK / "hf"),
-        "HF_DATASETS_CACHE": str(WORK / "datasets"),
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    }
-)
+os.environ.update(client_environment(WORK, f"http://127.0.0.1:{PORT}"))  # before huggingface_hub / datasets are imported
 
 
 def rss_bytes() -> int:

@@ -8,30 +8,19 @@ fixture) listens on that port when a test asks for it. Caches live in a temporar
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
+from hub_server import client_environment, free_port
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-HUB_PORT = _free_port()
+HUB_PORT = free_port()
 _CACHE = Path(tempfile.mkdtemp(prefix="ditto-hf-tests-"))
+os.environ.update(client_environment(_CACHE, f"http://127.0.0.1:{HUB_PORT}", offline=True))
 os.environ.update(
     {
-        "HF_ENDPOINT": f"http://127.0.0.1:{HUB_PORT}",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(_CACHE / "hf"),
-        "HF_DATASETS_CACHE": str(_CACHE / "datasets"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         # Tiny models are fastest single-threaded, and pytest-xdist already runs a worker per core.
         "OMP_NUM_THREADS": "1",

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 import threading
@@ -745,6 +746,29 @@ class HubServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def client_environment(cache_dir: str | Path, endpoint: str | None = None, *, offline: bool = False) -> dict[str, str]:
+    """Environment for huggingface_hub / datasets clients of the loopback Hub. Both libraries read it
+    at import time, so apply it before importing them."""
+    cache_dir = Path(cache_dir)
+    env = {
+        "HF_HUB_DISABLE_XET": "1",  # xet uploads have no fallback the loopback Hub could serve
+        "HF_HUB_OFFLINE": "1" if offline else "0",
+        "HF_HOME": str(cache_dir / "hf"),
+        "HF_DATASETS_CACHE": str(cache_dir / "datasets"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    if endpoint:
+        env["HF_ENDPOINT"] = endpoint
+    return env
 
 
 def main(argv: list[str] | None = None) -> None:

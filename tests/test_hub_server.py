@@ -146,9 +146,9 @@ def _http_json(url: str, payload: dict | None = None):
 
 def test_runs_as_a_subprocess(tmp_path):
     """``python tests/hub_server.py --port P --root DIR`` serves until killed; storage survives."""
-    from conftest import _free_port
+    from hub_server import free_port
 
-    port = _free_port()
+    port = free_port()
     script = Path(__file__).with_name("hub_server.py")
     process = subprocess.Popen(
         [sys.executable, str(script), "--port", str(port), "--root", str(tmp_path / "hub")],

@@ -43,8 +43,8 @@ class StageConfig:
     def from_dict(cls, data: dict[str, Any] | None) -> "StageConfig":
         """Build from a recipe mapping; nested ``ModelSpec`` fields accept mappings or plain ids."""
         data = dict(data or {})
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
         if unknown:
             from ditto_hf.errors import DittoError
 
