@@ -7,6 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUTPUT ?= runs/demo
 PYTEST_ARGS ?= -n 2 --timeout 1200
+# Tests run with freed and new heap memory filled with this byte, so output that depends on
+# uninitialised memory cannot pass by luck.
+HEAP_PERTURB ?= 165
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install install-test ffmpeg clean
@@ -15,7 +18,7 @@ demo: install
 	$(BIN)/ditto-hf generate --output $(DEMO_OUTPUT)
 
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	MALLOC_PERTURB_=$(HEAP_PERTURB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

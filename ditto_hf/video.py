@@ -7,9 +7,11 @@ Decoding goes through torchcodec (the decoder ``datasets.Video`` hands out), enc
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
+import platform
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -243,7 +245,7 @@ def write_video(
         with av.open(tmp_name, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset}
+            stream.options = {"crf": str(crf), "preset": preset, **deterministic_x264_options()}
             for array in frames.cpu().numpy():
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
             container.mux(stream.encode())
@@ -252,6 +254,50 @@ def write_video(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+#: x264 encoder threads. Fixed, because x264's output depends on its thread count (the default
+#: derives it from the host's cores); 2 costs ~0.2% in size against 1 thread and keeps the speed of
+#: the default on small hosts (bench/bench_encode.py).
+X264_THREADS = 2
+#: x264 instruction sets, most capable first, with the /proc/cpuinfo flags each needs. AVX-512 is
+#: left out on purpose: x264's AVX-512 code makes the bytes depend on uninitialised heap memory.
+#: SSSE3 up to AVX2 give identical bytes; SSE2 and plain C give other (equally valid) bytes.
+_X264_LEVELS = (
+    ("AVX2", {"avx2", "fma", "bmi1", "bmi2", "avx", "sse4_2", "ssse3"}),
+    ("AVX", {"avx", "sse4_2", "ssse3"}),
+    ("SSE4.2", {"sse4_2", "ssse3"}),
+    ("SSSE3", {"ssse3"}),
+)
+
+
+@functools.cache
+def deterministic_x264_options() -> dict[str, str]:
+    """libx264 options that make the same frames give the same bytes in any process and heap
+    state and on any x86-64 host from SSSE3 to AVX-512: a fixed thread count and the instruction
+    set capped below AVX-512. Other architectures keep x264's own choice (deterministic there)."""
+    options = {"threads": str(X264_THREADS)}
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return options
+    flags = _cpu_flags()
+    if not flags:  # not Linux: every x86-64 machine such a system runs on has SSSE3
+        return {**options, "x264-params": "asm=SSSE3"}
+    for level, needed in _X264_LEVELS:
+        if needed <= flags:
+            return {**options, "x264-params": f"asm={level}"}
+    return options
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (empty where /proc/cpuinfo is unavailable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
 
 
 def encode_bytes(frames: torch.Tensor, fps: float, *, layout: Layout = "THWC", crf: int = 18) -> bytes:

@@ -3,7 +3,6 @@ disk, resume, and banks of earlier runs."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.embedding_bank import EmbeddingBank
+from ditto_hf.generate.embedding_bank import EmbeddingBank, block_metadata
 from ditto_hf.generate.models import ModelSpec
 from ditto_hf.generate.sample import Sample
 from ditto_hf.generate.stage import StageContext
@@ -42,7 +41,7 @@ def bank_ids(work_dir) -> list[str]:
     ids = []
     for path in sorted((work_dir / "dedup" / "bank").glob("block-*.safetensors")):
         with safe_open(str(path), framework="pt") as handle:
-            ids += json.loads(handle.metadata()["ids"])
+            ids += block_metadata(handle.metadata())["ids"]
     return ids
 
 
@@ -149,7 +148,7 @@ def test_reopened_partial_block_keeps_growing_beside_an_attached_bank(tmp_path):
     reopened.flush()
     assert sorted(p.name for p in (tmp_path / "own").iterdir()) == ["block-00000.safetensors", "block-00001.safetensors"]
     with safe_open(str(tmp_path / "own" / "block-00000.safetensors"), framework="pt") as handle:
-        assert json.loads(handle.metadata()["ids"]) == ["a", "b", "c", "d"]
+        assert block_metadata(handle.metadata())["ids"] == ["a", "b", "c", "d"]
         assert handle.get_tensor("embeddings").dtype == torch.float16
     matches = reopened.nearest(rows[[4, 0, 6]])
     assert [(m.id, m.bank) for m in matches] == [("e", str(tmp_path / "own")), ("a", str(tmp_path / "own")), ("old-2", str(tmp_path / "earlier"))]

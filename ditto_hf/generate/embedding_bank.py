@@ -26,6 +26,23 @@ logger = logging.getLogger(__name__)
 BLOCK_GLOB = "block-*.safetensors"
 
 
+#: The safetensors metadata key holding a block's ids and the bank's metadata (one JSON object).
+METADATA_KEY = "bank"
+
+
+def block_metadata(raw: dict[str, str]) -> dict:
+    """A block's metadata with its ``ids`` as a list (also reads blocks with one entry per key)."""
+    if METADATA_KEY in raw:
+        return json.loads(raw[METADATA_KEY])
+    return {**raw, "ids": json.loads(raw.get("ids", "[]"))}
+
+
+def cosine(queries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` dot products of unit-norm rows, accumulated in float64 and rounded to float32,
+    so shapes, batch sizes and thread counts do not change the scores."""
+    return (queries.double() @ rows.double().T).float()
+
+
 @dataclass
 class Match:
     """The most similar bank entry for one query (``id`` is ``None`` when the bank is empty)."""
@@ -94,10 +111,10 @@ class EmbeddingBank:
         count = 0
         for path in sorted(directory.glob(BLOCK_GLOB)):
             with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
+                meta = block_metadata(handle.metadata() or {})
                 shape = handle.get_slice("embeddings").get_shape()
             self._check_compatible(path, int(shape[1]), meta)
-            block = _Block(path, json.loads(meta["ids"]))
+            block = _Block(path, list(meta["ids"]))
             self._append_block(block, directory)
             count += len(block.ids)
         return count
@@ -134,7 +151,7 @@ class EmbeddingBank:
         best = torch.full((queries.shape[0],), -float("inf"), device=queries.device)
         where = torch.full((queries.shape[0], 2), -1, dtype=torch.long, device=queries.device)
         for number, embeddings in enumerate(self._block_tensors()):
-            similarity, row = (queries.float() @ embeddings.to(queries.device, torch.float32).T).max(dim=1)
+            similarity, row = cosine(queries, embeddings.to(queries.device)).max(dim=1)
             better = similarity > best
             best = torch.where(better, similarity, best)
             where[better] = torch.stack([torch.full_like(row, number), row], dim=1)[better]
@@ -190,7 +207,9 @@ class EmbeddingBank:
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors", dir=path.parent)
         os.close(handle)
         try:
-            save_file({"embeddings": embeddings.contiguous()}, tmp_name, metadata={**self.metadata, "ids": json.dumps(ids)})
+            # one metadata entry: safetensors writes several in a per-process random order
+            header = json.dumps({**self.metadata, "ids": ids}, sort_keys=True)
+            save_file({"embeddings": embeddings.contiguous()}, tmp_name, metadata={METADATA_KEY: header})
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

@@ -104,7 +104,8 @@ def motion_score(tracks: Tracks, width: int, height: int) -> float:
 
     Steps are counted while the point is visible at both ends.
     """
-    steps = (tracks.positions[1:] - tracks.positions[:-1]).norm(dim=-1)
+    positions = tracks.positions.double()  # a precision the thread count cannot change
+    steps = (positions[1:] - positions[:-1]).norm(dim=-1)
     counted = tracks.visible[1:] & tracks.visible[:-1]
     path_length = (steps * counted).sum(dim=0)
     diagonal = (width**2 + height**2) ** 0.5

@@ -73,7 +73,7 @@ class BrightnessStage(LoggedStage):
 
     def process_sample(self, sample: Sample) -> None:
         self.log_call(sample)
-        brightness = float(read_frames(self.context.resolve(sample.video)).float().mean())
+        brightness = float(read_frames(self.context.resolve(sample.video)).double().mean())
         sample.scores["brightness"] = brightness
         if brightness < self.config.min_brightness:
             sample.reject(self.name, f"mean brightness {brightness:.1f} < {self.config.min_brightness}", brightness=brightness)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ditto_hf.errors import DittoError, VideoError
-from ditto_hf.generate.embedding_bank import EmbeddingBank, Match
+from ditto_hf.generate.embedding_bank import EmbeddingBank, Match, cosine
 from ditto_hf.generate.models import ModelSpec
 from ditto_hf.generate.sample import Sample
 from ditto_hf.generate.stage import Resources, Stage, StageConfig
@@ -85,7 +85,8 @@ class DedupStage(Stage):
     def process_batch(self, samples: list[Sample]) -> None:
         embeddings = self.embed([self.sample_frames(sample) for sample in samples])  # may raise: no state touched yet
         bank_matches = self.bank.nearest(embeddings)
-        within_batch = (embeddings @ embeddings.T).clamp(max=1.0)
+        # compare with the batch's clips as the bank will store them, so batching cannot change a score
+        within_batch = cosine(embeddings, embeddings.to(self.bank.dtype)).clamp(max=1.0)
         kept: list[int] = []
         for index, sample in enumerate(samples):
             if sample.sample_id in self.bank:  # kept by an interrupted earlier attempt of this run
