@@ -1,4 +1,4 @@
-# Set-up and entry points. `make demo` runs the main job, `make test` runs the test suite; both
+# Set-up and entry points. `make demo` runs the main job, `make test` runs the linter and the test suite; both
 # first create .venv, install FFmpeg's shared libraries (Debian) if missing, torch 2.14.1 +
 # torchvision 0.29.1 and the package. Re-running skips what is already installed.
 
@@ -18,6 +18,8 @@ demo: install
 	$(BIN)/ditto-hf generate --output $(DEMO_OUTPUT)
 
 test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	MALLOC_PERTURB_=$(HEAP_PERTURB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed

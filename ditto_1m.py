@@ -22,6 +22,7 @@ from pathlib import Path
 
 import datasets
 from datasets.builder import Key
+
 from ditto_hf.builders.packed import DEFAULT_SEEK_POINT_SPACING, index_cache_dir
 from ditto_hf.builders.plan import (
     BadRows,
@@ -39,7 +40,6 @@ from ditto_hf.builders.release import (
     read_json_array,
 )
 from ditto_hf.builders.verify import check_video
-
 from ditto_hf.errors import BadRowError, DittoError, VideoError
 from ditto_hf.schema import TRIPLET_FEATURES
 
@@ -151,15 +151,18 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
             except BadRowError as exc:
                 self.bad_rows.handle(exc)
                 continue
-            yield Key(shard.id, position), {
-                "source": {"bytes": source_cache[1], "path": row.source_path},
-                "edited": {"bytes": edited, "path": row.edited_path},
-                "instruction": row.instruction,
-                "category": row.category,
-                "source_path": row.source_path,
-                "edited_path": row.edited_path,
-                "caption": triplet.caption,
-            }
+            yield (
+                Key(shard.id, position),
+                {
+                    "source": {"bytes": source_cache[1], "path": row.source_path},
+                    "edited": {"bytes": edited, "path": row.edited_path},
+                    "instruction": row.instruction,
+                    "category": row.category,
+                    "source_path": row.source_path,
+                    "edited_path": row.edited_path,
+                    "caption": triplet.caption,
+                },
+            )
 
     def _read(self, readers: Readers, member, row, key: str, shown_as: str) -> bytes:
         """The bytes of one video of a row; unreadable or broken videos become a BadRowError naming the row."""

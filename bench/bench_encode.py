@@ -9,7 +9,6 @@ two heap states (``MALLOC_PERTURB_``), measured in child processes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -71,7 +70,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="832x480,1280x720")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    flags = sorted({flag for flag in open("/proc/cpuinfo").read().split() if flag.startswith("avx512")}) if os.path.exists("/proc/cpuinfo") else []
+    flags = (
+        sorted({flag for flag in open("/proc/cpuinfo").read().split() if flag.startswith("avx512")})
+        if os.path.exists("/proc/cpuinfo")
+        else []
+    )
     print(f"host: {os.cpu_count()} cores, AVX-512: {' '.join(flags) or 'none'}; deterministic options: {deterministic_x264_options()}")
     for size in args.sizes.split(","):
         width, height = map(int, size.split("x"))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from ditto_hf.generate.driver import execute, prepare
 from ditto_hf.generate.engines.base import EngineJob, StageWorker, batches
+from ditto_hf.generate.run.driver import execute, prepare
 from ditto_hf.samples import sample_clips
 
 STAGES = "ditto_hf.testing.stages"
@@ -54,7 +54,7 @@ def bare_loop(recipe, samples, work_dir: Path) -> float:
     for spec in recipe.stages:
         worker = StageWorker(job, spec)
         worker.setup()
-        for batch in batches(live, spec.batch_size()):
+        for batch in batches(live, spec.batch_size):
             worker.stage.process(batch)
         worker.teardown()
         live = [sample for sample in live if sample.ok]
@@ -90,8 +90,10 @@ def main() -> None:
         print(f"samples: {4 * args.copies}")
         print(f"bare stage loop:       {bare:8.2f} s")
         print(f"local engine:          {local_wall:8.2f} s   (stage compute recorded on samples: {local_compute:.2f} s)")
-        print(f"engine overhead:       {100 * (local_wall / bare - 1):+7.1f} % vs the bare loop   "
-              f"{100 * (local_wall / local_compute - 1):+7.1f} % vs the sum of stage compute   (goal <= 5 %)")
+        print(
+            f"engine overhead:       {100 * (local_wall / bare - 1):+7.1f} % vs the bare loop   "
+            f"{100 * (local_wall / local_compute - 1):+7.1f} % vs the sum of stage compute   (goal <= 5 %)"
+        )
         if not args.skip_ray:
             import ray
 
@@ -101,8 +103,10 @@ def main() -> None:
             ray_wall, _ = engine_run(recipe_path, inputs, folder / "ray", "ray")
             ray.shutdown()
             print(f"ray engine (2 CPUs):   {ray_wall:8.2f} s   (+ {startup:.1f} s ray.init)")
-            print(f"ray vs local speed-up: {local_wall / ray_wall:8.2f} x (pipeline incl. actor start)   "
-                  f"{local_wall / (ray_wall + startup):.2f} x incl. ray.init")
+            print(
+                f"ray vs local speed-up: {local_wall / ray_wall:8.2f} x (pipeline incl. actor start)   "
+                f"{local_wall / (ray_wall + startup):.2f} x incl. ray.init"
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

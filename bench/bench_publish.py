@@ -1,7 +1,7 @@
 """Publish throughput to the loopback Hub, and streaming throughput of the mirror vs raw decode.
 
 Writes a few noisy (hard to compress) mp4 clips, builds triplet rows from them, publishes them with
-``ditto_hf.hub.publish`` to the loopback Hub server (``tests/hub_server.py``) and reports
+``ditto_hf.hub.publish`` to the loopback Hub server (``ditto_hf.testing.hub_server``) and reports
 
     publish throughput  = parquet MB (and rows) committed per second, encode + upload + commits
     streaming ratio     = frames/s decoded from ``load_dataset(repo, config, streaming=True)``
@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from hub_server import client_environment  # noqa: E402
+from ditto_hf.testing.hub_server import client_environment  # noqa: E402
 
 WORK = Path(tempfile.mkdtemp(prefix="ditto-bench-publish-"))
 os.environ.update(client_environment(WORK))  # HF_ENDPOINT is set once the server is bound
@@ -120,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
 
-    from hub_server import HubServer
+    from ditto_hf.testing.hub_server import HubServer
 
     with HubServer(WORK / "hub", port=0) as server:  # bound first, so no other process can take the port
         os.environ["HF_ENDPOINT"] = server.endpoint  # before huggingface_hub / datasets are imported

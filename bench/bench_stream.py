@@ -1,7 +1,7 @@
 """Read amplification and memory of streaming packed Ditto-1M triplets over HTTP.
 
 Builds a packed miniature release (noisy, incompressible mp4s; split ``.tar.gz.NN`` parts), serves it
-from the loopback Hub server (``tests/hub_server.py``), publishes the seek indexes with the same code
+from the loopback Hub server (``ditto_hf.testing.hub_server``), publishes the seek indexes with the same code
 as ``ditto-hf index``, then streams configs through ``load_dataset("ditto_1m", ..., streaming=True)``
 from ``hf://`` and counts the file bytes the server sent.
 
@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-
-from hub_server import client_environment, free_port  # noqa: E402
+from ditto_hf.testing.hub_server import client_environment, free_port  # noqa: E402
 
 PORT = free_port()
 WORK = Path(tempfile.mkdtemp(prefix="ditto-bench-"))
@@ -50,13 +45,13 @@ def main() -> None:
     parser.add_argument("--spacing", type=int, default=512 << 10, help="gzip seek point spacing of the published index")
     args = parser.parse_args()
 
-    from ditto_hf.builders.packed import PackedCategory, find_parts
-    from ditto_hf.builders.release import ReleaseRoot
-    from hub_server import HubServer
     from huggingface_hub import HfApi
-    from release import make_release, pack_release
 
     import ditto_hf  # noqa: F401  (registers "ditto_1m")
+    from ditto_hf.builders.packed import PackedCategory, find_parts
+    from ditto_hf.builders.release import ReleaseRoot
+    from ditto_hf.testing.hub_server import HubServer
+    from ditto_hf.testing.release import make_release, pack_release
 
     started = time.perf_counter()
     extracted = make_release(WORK / "extracted", dirs=args.dirs, sources_per_dir=args.sources, size=args.size, frames=args.frames, noise=40)
@@ -70,11 +65,15 @@ def main() -> None:
     categories = sorted({path.split("/", 1)[0] for path in extracted.files})
     for category in categories:
         PackedCategory(hub, category, find_parts(hub, category), WORK / "publisher", spacing=args.spacing).publish_index()
-    print(f"fixture: {len(extracted.files)} mp4s, {sum(p.stat().st_size for p in extracted.files.values()) / 1e6:.1f} MB, "
-          f"built and published in {time.perf_counter() - started:.1f}s")
+    print(
+        f"fixture: {len(extracted.files)} mp4s, {sum(p.stat().st_size for p in extracted.files.values()) / 1e6:.1f} MB, "
+        f"built and published in {time.perf_counter() - started:.1f}s"
+    )
 
-    print(f"{'config':<14}{'triplets':>9}{'yielded MB':>11}{'distinct MB':>12}{'fetched MB':>11}{'amplif.':>8}"
-          f"{'vs distinct':>12}{'whole-archive':>14}{'RSS start':>10}{'RSS peak':>9}{'RSS end':>8}")
+    print(
+        f"{'config':<14}{'triplets':>9}{'yielded MB':>11}{'distinct MB':>12}{'fetched MB':>11}{'amplif.':>8}"
+        f"{'vs distinct':>12}{'whole-archive':>14}{'RSS start':>10}{'RSS peak':>9}{'RSS end':>8}"
+    )
     for config in ("all", "local_replace"):
         measure(server, packed, root, config, WORK / f"reader-{config}")
     server.stop()
@@ -98,9 +97,11 @@ def measure(server, release, root: str, config: str, cache_dir: Path) -> None:
     used = {path.split("/", 1)[0] for rows in [release.rows[config]] for row in rows for path in (row["source_path"], row["edited_path"])}
     whole = sum(part.stat().st_size for category in used for part in (release.root / "videos" / category).glob("*.tar.gz.[0-9]*"))
     distinct_bytes = sum(distinct.values())
-    print(f"{config:<14}{count:>9}{yielded / 1e6:>11.2f}{distinct_bytes / 1e6:>12.2f}{fetched / 1e6:>11.2f}"
-          f"{fetched / yielded:>8.2f}{fetched / distinct_bytes:>12.2f}{whole / yielded:>14.2f}"
-          f"{samples[0] / 2**20:>9.0f}M{max(samples) / 2**20:>8.0f}M{samples[-1] / 2**20:>7.0f}M")
+    print(
+        f"{config:<14}{count:>9}{yielded / 1e6:>11.2f}{distinct_bytes / 1e6:>12.2f}{fetched / 1e6:>11.2f}"
+        f"{fetched / yielded:>8.2f}{fetched / distinct_bytes:>12.2f}{whole / yielded:>14.2f}"
+        f"{samples[0] / 2**20:>9.0f}M{max(samples) / 2**20:>8.0f}M{samples[-1] / 2**20:>7.0f}M"
+    )
 
 
 if __name__ == "__main__":

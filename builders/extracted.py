@@ -34,9 +34,7 @@ class ExtractedCategory:
     def _listing(self) -> dict[str, int]:
         if self._sizes is None:
             found = self._fs.find(self.base, detail=True)
-            self._sizes = {
-                posixpath.relpath(path, self.base): info["size"] for path, info in found.items() if info["type"] == "file"
-            }
+            self._sizes = {posixpath.relpath(path, self.base): info["size"] for path, info in found.items() if info["type"] == "file"}
         return self._sizes
 
     def locate(self, release_path: str) -> Member | None:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec.caching
+
 from ditto_hf.builders.members import Member
 from ditto_hf.builders.release import VIDEOS_DIR, ReleaseRoot
-
 from ditto_hf.errors import DittoError
 
 logger = logging.getLogger("ditto_hf.builders")
@@ -145,8 +145,16 @@ class PackedCategory:
 
     layout = "packed"
 
-    def __init__(self, root: ReleaseRoot, category: str, parts: list[Part], cache_dir: str | os.PathLike,
-                 *, spacing: int = DEFAULT_SEEK_POINT_SPACING, strict: bool = True) -> None:
+    def __init__(
+        self,
+        root: ReleaseRoot,
+        category: str,
+        parts: list[Part],
+        cache_dir: str | os.PathLike,
+        *,
+        spacing: int = DEFAULT_SEEK_POINT_SPACING,
+        strict: bool = True,
+    ) -> None:
         if spacing <= MIN_SEEK_POINT_SPACING:
             raise DittoError(f"seek_point_spacing must be larger than {MIN_SEEK_POINT_SPACING} bytes (the gzip window), got {spacing}")
         self.root, self.category, self.parts = root, category, parts
@@ -183,7 +191,9 @@ class PackedCategory:
         if self._fs.isfile(self.published_index):
             self._download_published(cached)
         else:
-            logger.warning("%s: no published seek index, scanning the archive once to build it (ditto-hf index publishes one)", self.shown_as)
+            logger.warning(
+                "%s: no published seek index, scanning the archive once to build it (ditto-hf index publishes one)", self.shown_as
+            )
             self.build_index(cached)
         return cached
 
@@ -272,7 +282,7 @@ class PackedCategory:
     def _unsafe_members(archive) -> list:
         """Regular members whose stored name is absolute or has a ".." component (first 20)."""
         rows = archive.index.get_connection().execute(
-            '''SELECT path, name FROM "files" WHERE (mode & 0xF000) == 0x8000 AND (path || '/' || name) LIKE ? LIMIT 20''', ("%@unsafe%",)
+            """SELECT path, name FROM "files" WHERE (mode & 0xF000) == 0x8000 AND (path || '/' || name) LIKE ? LIMIT 20""", ("%@unsafe%",)
         )
         return [_stored_name(posixpath.join(path, name)) for path, name in rows]
 
@@ -352,7 +362,9 @@ class PackedCategory:
             archive.tarFileObject.seek(member.offset)
             data = archive.tarFileObject.read(member.size)
         if len(data) != member.size:
-            raise DittoError(f"{self.shown_as}: member {member.path} is cut short ({len(data)} of {member.size} bytes); the archive is truncated")
+            raise DittoError(
+                f"{self.shown_as}: member {member.path} is cut short ({len(data)} of {member.size} bytes); the archive is truncated"
+            )
         return data
 
     def close(self) -> None:

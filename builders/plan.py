@@ -21,7 +21,6 @@ from ditto_hf.builders.packed import (
     find_parts,
 )
 from ditto_hf.builders.release import VIDEOS_DIR, MetadataRow, ReleaseRoot
-
 from ditto_hf.errors import BadRowError, DittoError
 
 logger = logging.getLogger("ditto_hf.builders")
@@ -95,9 +94,7 @@ class Readers:
         parts = find_parts(self.root, category)
         if parts:
             return PackedCategory(self.root, category, parts, self.cache_dir, spacing=self.spacing, strict=self.strict).open()
-        raise DittoError(
-            f"{self.root.display(VIDEOS_DIR, category)}: neither extracted videos nor {category}.tar.gz.NN parts found"
-        )
+        raise DittoError(f"{self.root.display(VIDEOS_DIR, category)}: neither extracted videos nor {category}.tar.gz.NN parts found")
 
     def close(self) -> None:
         for reader in self._readers.values():

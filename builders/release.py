@@ -189,5 +189,7 @@ def load_captions(root: ReleaseRoot) -> dict[str, str]:
             else:
                 ignored += 1
         if ignored:
-            logger.warning("%s: ignored %d caption entr%s that are not {path, caption} objects", shown_as, ignored, "y" if ignored == 1 else "ies")
+            logger.warning(
+                "%s: ignored %d caption entr%s that are not {path, caption} objects", shown_as, ignored, "y" if ignored == 1 else "ies"
+            )
     return captions

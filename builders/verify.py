@@ -27,7 +27,9 @@ def mp4_box_problem(data: bytes) -> str | None:
             return f"invalid box size {size} at byte {offset}: the file is corrupt"
         boxes.append(kind)
         if offset + size > len(data):
-            return f"box {kind.decode('latin-1')!r} at byte {offset} needs {size} bytes, {len(data) - offset} present: the file is truncated"
+            return (
+                f"box {kind.decode('latin-1')!r} at byte {offset} needs {size} bytes, {len(data) - offset} present: the file is truncated"
+            )
         offset += size
     if b"ftyp" not in boxes or b"moov" not in boxes:
         return "no ftyp/moov box: not an mp4 file or the file is corrupt"

@@ -22,9 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mirror": ("hub", "Convert the original release into a Hub-native parquet mirror."),
     "check": ("hub", "Check a Hub repo or folder the way the dataset viewer sees it."),
     "generate": ("generate", "Generate new triplets with the Ditto model chain."),
-    "edit": ("edit", "Edit a video with the Editto weights."),
-    "eval": ("evaluate", "Score edits: CLIP-T, CLIP-F and a VLM judge."),
-    "view": ("view", "Browse triplets in a local viewer page."),
 }
 
 
@@ -47,27 +44,13 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module_name, _ = COMMANDS[name]
-        try:
-            module = importlib.import_module(f"ditto_hf.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"ditto_hf.commands.{module_name}":
-                raise
-            return _unavailable(name)
+        module = importlib.import_module(f"ditto_hf.commands.{module_name}")
         return getattr(module, name.replace("-", "_") + "_command")
 
     def format_commands(self, ctx, formatter):
         rows = [(name, short) for name, (_, short) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-
-
-def _unavailable(name: str) -> click.Command:
-    @click.command(name, help=COMMANDS[name][1], context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args):
-        raise UserError(f"'ditto-hf {name}' is not part of this release of ditto-hf ({__version__})")
-
-    return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,36 +1,42 @@
-"""Register the ``ditto_1m`` builder with ``datasets`` so ``load_dataset("ditto_1m", ...)`` works.
+"""Make ``load_dataset("ditto_1m", ...)`` resolve to :class:`ditto_1m.Ditto1M`.
 
 datasets 5 no longer runs loading scripts; ``load_dataset(name)`` only resolves names found in the
 private dict ``datasets.packaged_modules._PACKAGED_DATASETS_MODULES`` (name -> (module path, hash)),
-through ``datasets.load.PackagedDatasetModuleFactory``. That factory resolves ``data_dir`` as a
-*local* directory and globs it for data files, which would scan a local release and cannot reach an
-``hf://`` root. So the name is added to the dict, and the factory is extended for this one name:
-it lists ``training_metadata/*.json`` under the root and hands ``datasets`` one builder config per
-metadata file, the way it builds configs from a Hub card's ``configs:``. Every other name goes to
-the original factory unchanged. If a ``datasets`` release moves these internals, importing this
-module warns at once (``RegistrationError`` text) instead of failing later inside ``load_dataset``;
-``Ditto1M`` can still be used directly.
+through ``datasets.load.PackagedDatasetModuleFactory``. That factory globs ``data_dir`` as a
+*local* folder, which would scan a whole local release and cannot reach an ``hf://`` root. So
+:func:`register` adds the one name ``ditto_1m`` to the dict, and gives the factory one extra
+branch for that name only: it lists ``training_metadata/*.json`` under the root and hands
+``datasets`` one builder config per metadata file, the way it builds configs from a Hub card's
+``configs:``. Every other name goes to datasets' own code, untouched.
+
+:func:`register` is explicit and idempotent. ``import ditto_hf`` does not import ``datasets``; it
+arranges for :func:`register` to run when ``datasets`` itself is imported (or at once if it already
+is), so ``import ditto_hf; load_dataset("ditto_1m", ...)`` works while ``import ditto_hf.video``
+(and every Ray worker) stays free of ``datasets``. If a ``datasets`` release moves these internals,
+:func:`register` raises :class:`RegistrationError`; ``Ditto1M`` can still be used directly.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import inspect
+import sys
 import warnings
 from pathlib import Path
 
-import datasets
-import datasets.load
-import datasets.packaged_modules
-
 NAME = "ditto_1m"
 MODULE = "ditto_1m"
-_REQUIRED = {
-    "datasets.packaged_modules._PACKAGED_DATASETS_MODULES": (datasets.packaged_modules, "_PACKAGED_DATASETS_MODULES"),
-    "datasets.packaged_modules._hash_python_lines": (datasets.packaged_modules, "_hash_python_lines"),
-    "datasets.load.PackagedDatasetModuleFactory": (datasets.load, "PackagedDatasetModuleFactory"),
-    "datasets.load.DatasetModule": (datasets.load, "DatasetModule"),
-    "datasets.load.BuilderConfigsParameters": (datasets.load, "BuilderConfigsParameters"),
-}
+#: Placeholder in datasets' registry; the real hash of the builder's source is computed when a
+#: ``ditto_1m`` module is resolved (hashing the sources at import time would slow every import).
+_REGISTRY_HASH = "ditto-hf"
+_REQUIRED = (
+    ("datasets.packaged_modules", "_PACKAGED_DATASETS_MODULES"),
+    ("datasets.packaged_modules", "_hash_python_lines"),
+    ("datasets.load", "PackagedDatasetModuleFactory"),
+    ("datasets.load", "DatasetModule"),
+    ("datasets.load", "BuilderConfigsParameters"),
+)
 
 
 class RegistrationError(ImportError):
@@ -38,13 +44,15 @@ class RegistrationError(ImportError):
 
 
 def _check_internals() -> None:
-    missing = [name for name, (owner, attribute) in _REQUIRED.items() if not hasattr(owner, attribute)]
+    import datasets
+
+    missing = [f"{module}.{attribute}" for module, attribute in _REQUIRED if not hasattr(sys.modules[module], attribute)]
     if missing:
         raise RegistrationError(
             f"datasets {datasets.__version__} changed its builder registry ({', '.join(missing)} missing): the name "
             f"'ditto_1m' cannot be registered; use ditto_1m.Ditto1M(config_name=..., data_dir=...) directly"
         )
-    factory = datasets.load.PackagedDatasetModuleFactory
+    factory = sys.modules["datasets.load"].PackagedDatasetModuleFactory
     parameters = list(inspect.signature(factory.__init__).parameters)
     if parameters[:2] != ["self", "name"] or "data_dir" not in parameters or "download_config" not in parameters:
         raise RegistrationError(
@@ -55,6 +63,8 @@ def _check_internals() -> None:
 
 def module_hash() -> str:
     """Hash of the builder's source (ditto_1m.py and the readers), the way datasets hashes its own modules."""
+    import datasets.packaged_modules
+
     import ditto_1m
     from ditto_hf import builders
 
@@ -82,45 +92,96 @@ def builder_configs(data_dir: str | None, download_config=None) -> list:
     ]
 
 
-def _make_factory(original: type) -> type:
-    class DittoAwarePackagedModuleFactory(original):
-        """``PackagedDatasetModuleFactory`` that resolves ``ditto_1m`` from the release root's metadata files."""
+def ditto_module(data_dir: str | None, download_config=None):
+    """The ``DatasetModule`` datasets builds ``ditto_1m`` from: the builder and one config per metadata file."""
+    import datasets.load
+
+    from ditto_1m import DEFAULT_CONFIG_NAME
+
+    configs = builder_configs(data_dir, download_config)
+    default = DEFAULT_CONFIG_NAME if any(config.name == DEFAULT_CONFIG_NAME for config in configs) else None
+    return datasets.load.DatasetModule(
+        MODULE,
+        module_hash(),
+        {"dataset_name": NAME},
+        builder_configs_parameters=datasets.load.BuilderConfigsParameters(builder_configs=configs, default_config_name=default),
+    )
+
+
+def _with_ditto_branch(original: type) -> type:
+    class PackagedDatasetModuleFactory(original):
+        """datasets' factory, with one branch for ``ditto_1m``; every other name runs datasets' own code."""
 
         def get_module(self):
-            if self.name != NAME:
-                return super().get_module()
-            from ditto_1m import DEFAULT_CONFIG_NAME
+            if self.name == NAME:
+                return ditto_module(self.data_dir, self.download_config)
+            return super().get_module()
 
-            configs = builder_configs(self.data_dir, self.download_config)
-            module_path, module_hash_ = datasets.packaged_modules._PACKAGED_DATASETS_MODULES[NAME]
-            default = DEFAULT_CONFIG_NAME if any(config.name == DEFAULT_CONFIG_NAME for config in configs) else None
-            return datasets.load.DatasetModule(
-                module_path,
-                module_hash_,
-                {"dataset_name": NAME},
-                builder_configs_parameters=datasets.load.BuilderConfigsParameters(builder_configs=configs, default_config_name=default),
-            )
-
-    DittoAwarePackagedModuleFactory.original = original
-    return DittoAwarePackagedModuleFactory
+    PackagedDatasetModuleFactory.__qualname__ = original.__qualname__
+    PackagedDatasetModuleFactory.__module__ = original.__module__
+    PackagedDatasetModuleFactory.__doc__ = original.__doc__
+    PackagedDatasetModuleFactory.ditto_hf_original = original
+    return PackagedDatasetModuleFactory
 
 
 def register() -> None:
-    """Make ``load_dataset("ditto_1m", ...)`` resolve to :class:`ditto_1m.Ditto1M`. Idempotent."""
+    """Make ``load_dataset("ditto_1m", ...)`` resolve to :class:`ditto_1m.Ditto1M`. Idempotent.
+
+    Adds the name ``ditto_1m`` to datasets' builder registry and the ``ditto_1m`` branch to its
+    packaged-module factory; nothing else of ``datasets`` changes.
+    """
+    import datasets.load
+    import datasets.packaged_modules
+
     _check_internals()
-    packaged = datasets.packaged_modules._PACKAGED_DATASETS_MODULES
-    if NAME not in packaged:
-        packaged[NAME] = (MODULE, module_hash())
-    if not getattr(datasets.load.PackagedDatasetModuleFactory, "original", None):
-        datasets.load.PackagedDatasetModuleFactory = _make_factory(datasets.load.PackagedDatasetModuleFactory)
+    datasets.packaged_modules._PACKAGED_DATASETS_MODULES.setdefault(NAME, (MODULE, _REGISTRY_HASH))
+    if not hasattr(datasets.load.PackagedDatasetModuleFactory, "ditto_hf_original"):
+        datasets.load.PackagedDatasetModuleFactory = _with_ditto_branch(datasets.load.PackagedDatasetModuleFactory)
 
 
 def is_registered() -> bool:
-    packaged = getattr(datasets.packaged_modules, "_PACKAGED_DATASETS_MODULES", {})
-    return NAME in packaged and hasattr(getattr(datasets.load, "PackagedDatasetModuleFactory", None), "original")
+    """True when ``load_dataset("ditto_1m")`` resolves (``datasets`` imported and :func:`register` run)."""
+    packaged, load = sys.modules.get("datasets.packaged_modules"), sys.modules.get("datasets.load")
+    return (
+        packaged is not None
+        and NAME in getattr(packaged, "_PACKAGED_DATASETS_MODULES", {})
+        and hasattr(getattr(load, "PackagedDatasetModuleFactory", None), "ditto_hf_original")
+    )
 
 
-try:
-    register()
-except RegistrationError as error:  # the rest of ditto-hf stays usable; the registration test fails loudly
-    warnings.warn(str(error), RuntimeWarning, stacklevel=2)
+def _register_or_warn() -> None:
+    try:
+        register()
+    except RegistrationError as error:  # the rest of ditto-hf stays usable; the registration test fails loudly
+        warnings.warn(str(error), RuntimeWarning, stacklevel=3)
+
+
+class _AfterDatasetsImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs :func:`register` once the ``datasets`` package has finished importing, then steps aside."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "datasets":
+            return None
+        sys.meta_path.remove(self)  # find the real package with the finders that follow
+        spec = importlib.util.find_spec("datasets")
+        if spec is None or spec.loader is None:
+            return None
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader  # the package keeps its own loader
+        self._loader.exec_module(module)
+        _register_or_warn()
+
+
+def register_when_datasets_is_imported() -> None:
+    """Register now if ``datasets`` is already imported, else as soon as it is (used by ``import ditto_hf``)."""
+    if "datasets" in sys.modules:
+        _register_or_warn()
+    elif not any(isinstance(finder, _AfterDatasetsImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterDatasetsImport())

@@ -35,11 +35,3 @@ PROVENANCE_FEATURES = Features(
 )
 
 RUN_FEATURES = Features({**TRIPLET_FEATURES, **PROVENANCE_FEATURES})
-
-#: Edit categories of the generation taxonomy (the paper's global / local split).
-EDIT_TYPES = ("global_style", "global_freeform", "local_replace", "local_add", "local_remove")
-
-
-def category_of(edited_path: str) -> str:
-    """The top folder of an edited path: ``local/0281/x_3.mp4`` -> ``local``."""
-    return edited_path.replace("\\", "/").lstrip("./").split("/", 1)[0]

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hub_server import client_environment, free_port
 
+from ditto_hf.testing.hub_server import client_environment, free_port
 
 HUB_PORT = free_port()
 _CACHE = Path(tempfile.mkdtemp(prefix="ditto-hf-tests-"))
@@ -45,7 +45,7 @@ def sample_clips() -> list[Path]:
 @pytest.fixture(scope="session")
 def _loopback_hub():
     """One loopback Hub server per session, listening where ``HF_ENDPOINT`` points."""
-    from hub_server import HubServer
+    from ditto_hf.testing.hub_server import HubServer
 
     server = HubServer(_CACHE / "hub-idle", port=HUB_PORT).start()
     yield server

@@ -12,7 +12,15 @@ import yaml
 STAGES = "ditto_hf.testing.stages"
 
 
-def write_fixture_recipe(folder: Path, *, min_brightness: float = 115.0, fail_sample: str = "", fail_while_exists: str = "", smooth_passes: int = 0, batch_size: int = 2) -> tuple[Path, Path]:
+def write_fixture_recipe(
+    folder: Path,
+    *,
+    min_brightness: float = 115.0,
+    fail_sample: str = "",
+    fail_while_exists: str = "",
+    smooth_passes: int = 0,
+    batch_size: int = 2,
+) -> tuple[Path, Path]:
     """A clip -> brightness -> mirror recipe; returns (recipe path, call log path)."""
     log = folder / "calls.log"
     recipe = {
@@ -20,8 +28,20 @@ def write_fixture_recipe(folder: Path, *, min_brightness: float = 115.0, fail_sa
         "seed": 0,
         "stages": {
             "clip": {"class": f"{STAGES}:ClipStage", "batch_size": batch_size, "call_log": str(log)},
-            "brightness": {"class": f"{STAGES}:BrightnessStage", "min_brightness": min_brightness, "call_log": str(log), "estimate_seconds": 0.5},
-            "mirror": {"class": f"{STAGES}:MirrorStage", "call_log": str(log), "fail_sample": fail_sample, "fail_while_exists": fail_while_exists, "smooth_passes": smooth_passes, "estimate_seconds": 30},
+            "brightness": {
+                "class": f"{STAGES}:BrightnessStage",
+                "min_brightness": min_brightness,
+                "call_log": str(log),
+                "estimate_seconds": 0.5,
+            },
+            "mirror": {
+                "class": f"{STAGES}:MirrorStage",
+                "call_log": str(log),
+                "fail_sample": fail_sample,
+                "fail_while_exists": fail_while_exists,
+                "smooth_passes": smooth_passes,
+                "estimate_seconds": 30,
+            },
         },
     }
     path = folder / "fixture.yaml"

@@ -12,9 +12,9 @@ import pytest
 import torch
 from datasets import Dataset, IterableDataset, load_dataset
 from datasets.distributed import split_dataset_by_node
-from release import MiniRelease, make_release, pack_release, write_json
 
 import ditto_hf  # noqa: F401  (registers "ditto_1m")
+from ditto_hf.testing.release import MiniRelease, make_release, pack_release, write_json
 from ditto_hf.video import read_frames
 
 SPACING = 64 * 1024  # small gzip checkpoint spacing so the tiny archives get real seek points
@@ -163,18 +163,24 @@ def test_frame_helper_as_a_map_transform(packed_release):
     assert row["source_frames"].shape == (4, 3, 16, 16) and row["edited_frames"].shape == (4, 3, 16, 16)
 
 
-def test_registration_works_in_a_fresh_interpreter(packed_release):
-    """A datasets upgrade that moves the packaged-module registry must fail here, loudly."""
+@pytest.mark.parametrize("first", ["ditto_hf", "datasets"])
+def test_registration_works_in_a_fresh_interpreter(packed_release, first):
+    """A datasets upgrade that moves the packaged-module registry must fail here, loudly; the
+    registration must work whichever of ditto_hf and datasets is imported first."""
+    second = "datasets" if first == "ditto_hf" else "ditto_hf"
     script = textwrap.dedent(
         f"""
-        import warnings
+        import sys, warnings
         warnings.filterwarnings("error", message=".*ditto_1m.*", category=RuntimeWarning)  # registration failed: fail
+        import {first}
+        assert ("datasets" in sys.modules) == ({first!r} == "datasets")  # import ditto_hf alone loads no datasets
+        import {second}
         import datasets.load, datasets.packaged_modules
-        import ditto_hf
         from datasets import load_dataset
         assert ditto_hf.registration.is_registered()
         assert "ditto_1m" in datasets.packaged_modules._PACKAGED_DATASETS_MODULES
-        assert datasets.load.PackagedDatasetModuleFactory.original is not None
+        ditto_hf.register()  # idempotent
+        assert datasets.load.PackagedDatasetModuleFactory.ditto_hf_original.__bases__[0].__name__ == "_DatasetModuleFactory"
         dataset = load_dataset("ditto_1m", name="sim2real", data_dir={str(packed_release.root)!r}, streaming=True,
                                split="train", seek_point_spacing={SPACING}, verify_videos=False)
         rows = list(dataset.decode(False))
@@ -189,7 +195,7 @@ def test_registration_works_in_a_fresh_interpreter(packed_release):
 def test_a_published_index_is_used_instead_of_scanning(packed_release, tmp_path, caplog):
     from ditto_hf.builders.packed import PackedCategory, find_parts
     from ditto_hf.builders.release import ReleaseRoot
-    from release import copy_release
+    from ditto_hf.testing.release import copy_release
 
     copy = copy_release(packed_release, tmp_path / "release")
     root = ReleaseRoot(str(copy.root))

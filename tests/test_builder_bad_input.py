@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from datasets import load_dataset
-from release import MiniRelease, copy_release, make_release, pack_release, write_json
 
 import ditto_hf  # noqa: F401  (registers "ditto_1m")
 from ditto_1m import Ditto1M
 from ditto_hf.errors import BadRowError, DittoError
+from ditto_hf.testing.release import MiniRelease, copy_release, make_release, pack_release, write_json
 
 SPACING = 64 * 1024
 PART_SIZE = 2048
@@ -41,7 +41,9 @@ def _file_in(release: MiniRelease, release_path: str):
 
 
 def stream_all(root, config: str, **options) -> list[dict]:
-    dataset = load_dataset("ditto_1m", name=config, data_dir=str(root), streaming=True, split="train", seek_point_spacing=SPACING, **options)
+    dataset = load_dataset(
+        "ditto_1m", name=config, data_dir=str(root), streaming=True, split="train", seek_point_spacing=SPACING, **options
+    )
     return list(dataset.decode(False))
 
 
@@ -203,7 +205,10 @@ def test_truncated_middle_part(clean, tmp_path):
 def test_rows_of_a_missing_category_are_named(clean, tmp_path):
     release = damaged(clean, tmp_path, "extracted")
     shutil.rmtree(release.root / "videos" / "global_freeform1")
-    with pytest.raises(BadRowError, match=r"global\.json row \d+: edited_path global_freeform1/.*neither extracted videos nor global_freeform1\.tar\.gz\.NN parts"):
+    with pytest.raises(
+        BadRowError,
+        match=r"global\.json row \d+: edited_path global_freeform1/.*neither extracted videos nor global_freeform1\.tar\.gz\.NN parts",
+    ):
         stream_all(release.root, "global")
     rows, builder = skip_stream(release.root, "global")
     freeform = [row for row in clean.rows["global"] if row["edited_path"].startswith("global_freeform1/")]

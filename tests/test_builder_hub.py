@@ -9,9 +9,9 @@ import pytest
 import torch
 from datasets import load_dataset
 from huggingface_hub import HfApi
-from release import MiniRelease, make_release, pack_release
 
 import ditto_hf  # noqa: F401  (registers "ditto_1m")
+from ditto_hf.testing.release import MiniRelease, make_release, pack_release
 from ditto_hf.video import read_frames
 
 SPACING = 64 * 1024
@@ -33,7 +33,14 @@ def upload(hub_server, release: MiniRelease, name: str) -> str:
 
 def stream(root: str, config: str, cache_dir, **options):
     return load_dataset(
-        "ditto_1m", name=config, data_dir=root, streaming=True, split="train", cache_dir=str(cache_dir), seek_point_spacing=SPACING, **options
+        "ditto_1m",
+        name=config,
+        data_dir=root,
+        streaming=True,
+        split="train",
+        cache_dir=str(cache_dir),
+        seek_point_spacing=SPACING,
+        **options,
     )
 
 
@@ -42,7 +49,9 @@ def key(row: dict) -> tuple:
 
 
 def expected(release: MiniRelease, config: str) -> Counter:
-    return Counter((row["source_path"], row["edited_path"], row["instruction"], release.caption_of(row["source_path"])) for row in release.rows[config])
+    return Counter(
+        (row["source_path"], row["edited_path"], row["instruction"], release.caption_of(row["source_path"])) for row in release.rows[config]
+    )
 
 
 @pytest.mark.parametrize("layout", ["extracted", "packed"])
@@ -72,8 +81,8 @@ def test_decoded_frames_from_the_hub_equal_the_files(hub_server, releases, tmp_p
 def test_index_command_publishes_indexes_that_readers_download(hub_server, releases, tmp_path, monkeypatch, caplog):
     import datasets.config
     from click.testing import CliRunner
-    from ditto_hf.builders.packed import index_name
 
+    from ditto_hf.builders.packed import index_name
     from ditto_hf.cli import cli
 
     release = releases["packed"]

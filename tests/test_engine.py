@@ -8,9 +8,9 @@ import pytest
 import torch
 from engine_fixtures import calls, table_rows, write_fixture_recipe
 
-from ditto_hf.generate.driver import execute, prepare
-from ditto_hf.generate.inputs import sample_id_for
-from ditto_hf.generate.run import load_run_dataset
+from ditto_hf.generate.run.driver import execute, prepare
+from ditto_hf.generate.run.inputs import sample_id_for
+from ditto_hf.generate.run.rundir import RunDir
 from ditto_hf.video import read_frames
 
 
@@ -42,8 +42,16 @@ def test_local_run_keeps_rejects_and_writes_tables(local_run):
 
 def test_manifest_decodes_and_edited_is_the_mirrored_source(local_run):
     result, _ = local_run
-    dataset = load_run_dataset(result.run.root)
-    assert len(dataset) == 3 and dataset.column_names[:7] == ["source", "edited", "instruction", "category", "source_path", "edited_path", "caption"]
+    dataset = RunDir(result.run.root).dataset()
+    assert len(dataset) == 3 and dataset.column_names[:7] == [
+        "source",
+        "edited",
+        "instruction",
+        "category",
+        "source_path",
+        "edited_path",
+        "caption",
+    ]
     row = dataset[0]
     assert row["source_path"].startswith("video/") and row["edited_path"].startswith("generated/")
     assert row["category"] == row["edit_type"] == "global_freeform" and row["instruction"]
@@ -76,7 +84,7 @@ def test_failing_sample_is_recorded_then_retried(tmp_path, sample_clips):
     assert not retried.failed and len(retried.kept) == 4
     counts = calls(log)
     assert counts[("mirror", victim)] == 2 and counts[("clip", victim)] == 1
-    assert len(load_run_dataset(run.root)) == 4
+    assert len(RunDir(run.root).dataset()) == 4
 
 
 def test_recipe_change_is_refused_on_resume(local_run, tmp_path):
@@ -109,11 +117,14 @@ def test_ray_engine_matches_local(local_run, tmp_path):
 def test_cost_table_counts_gpu_seconds_per_kept_sample():
     from rich.console import Console
 
-    from ditto_hf.generate.recipe import Recipe
-    from ditto_hf.generate.report import cost_table
-    from ditto_hf.generate.sample import Sample
+    from ditto_hf.generate.contract.sample import Sample
+    from ditto_hf.generate.run.recipe import Recipe
+    from ditto_hf.generate.run.report import cost_table
 
-    recipe = Recipe.from_mapping({"stages": {"clip": {"class": "ditto_hf.testing.stages:ClipStage"}, "mirror": {"class": "ditto_hf.testing.stages:MirrorStage"}}}, "inline")
+    recipe = Recipe.from_mapping(
+        {"stages": {"clip": {"class": "ditto_hf.testing.stages:ClipStage"}, "mirror": {"class": "ditto_hf.testing.stages:MirrorStage"}}},
+        "inline",
+    )
     kept = [Sample(f"k{i}", "x", timings={"clip": 1.0, "mirror": 3.0}) for i in range(2)]
     rejected = Sample("r", "x", timings={"clip": 2.0}).reject("clip", "too dark")
     failed = Sample("f", "x", timings={"clip": 1.0}).fail("mirror", RuntimeError("boom"))
@@ -122,7 +133,10 @@ def test_cost_table_counts_gpu_seconds_per_kept_sample():
     text = console.export_text()
     # mirror: 2 samples x 3 s x 1 GPU over 2 kept = 3 GPU-s per kept; clip declares no GPU
     assert "GPU-seconds per kept sample: 3.00" in text
-    rows = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│"))}
+    rows = {
+        cells[0]: cells[1:]
+        for cells in ([cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│"))
+    }
     # samples, s / sample, GPUs, GPU-s / kept, rejected, failed, acceptance
     assert rows["clip"] == ["4", "1.250", "0", "0.000", "1", "0", "75%"]
     assert rows["mirror"] == ["3", "3.000", "1", "3.000", "0", "1", "67%"]
@@ -131,7 +145,7 @@ def test_cost_table_counts_gpu_seconds_per_kept_sample():
 def test_ray_actor_pools_follow_declared_resources():
     from ditto_hf.errors import DittoError
     from ditto_hf.generate.engines.ray import actor_shape
-    from ditto_hf.generate.recipe import StageSpec
+    from ditto_hf.generate.run.recipe import StageSpec
 
     mirror = StageSpec("mirror", {}, class_path="ditto_hf.testing.stages:MirrorStage")  # 1 GPU
     clip = StageSpec("clip", {}, class_path="ditto_hf.testing.stages:ClipStage")  # CPU only
@@ -161,3 +175,24 @@ def test_waves_take_each_group_through_every_stage_first(tmp_path, local_run):
     reference, _ = local_run
     for table in ("manifest.parquet", "rejected.parquet"):
         assert table_rows(result.run.root / table) == table_rows(reference.run.root / table)
+
+
+def test_a_stage_has_one_name_the_recipe_key_its_class_declares(tmp_path):
+    import yaml
+
+    from ditto_hf.errors import DittoError
+    from ditto_hf.generate.run.recipe import load_recipe
+
+    path, _ = write_fixture_recipe(tmp_path)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"] = {"blur" if name == "mirror" else name: entry for name, entry in recipe["stages"].items()}
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(DittoError, match="is the stage 'mirror'; use 'mirror' as its recipe key"):
+        load_recipe(path).validate()
+
+
+def test_batch_size_comes_from_the_typed_config(tmp_path):
+    from ditto_hf.generate.run.recipe import load_recipe
+
+    path, _ = write_fixture_recipe(tmp_path, batch_size=3)
+    assert [spec.batch_size for spec in load_recipe(path).stages] == [3, 1, 1]

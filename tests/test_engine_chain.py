@@ -11,8 +11,8 @@ from engine_fixtures import write_fixture_recipe
 from huggingface_hub import hf_hub_download
 
 from ditto_hf.cli import main
-from ditto_hf.generate.recipe import load_recipe
-from ditto_hf.generate.run import load_run_dataset
+from ditto_hf.generate.run.recipe import load_recipe
+from ditto_hf.generate.run.rundir import RunDir
 from ditto_hf.generate.stages import DEFAULT_CHAIN
 from ditto_hf.video import probe
 
@@ -51,12 +51,23 @@ def test_tiny_chain_runs_end_to_end_and_pushes_as_a_second_config(tmp_path, hub_
     monkeypatch.setenv("COLUMNS", "160")
     # a first config of the repo, from the quick test stages
     recipe, _ = write_fixture_recipe(tmp_path, min_brightness=0)
-    generate("--output", str(tmp_path / "mirror-run"), "--recipe", str(recipe), "--limit", "1", "--push-to-hub", REPO, "--config-name", "mirrored")
+    generate(
+        "--output",
+        str(tmp_path / "mirror-run"),
+        "--recipe",
+        str(recipe),
+        "--limit",
+        "1",
+        "--push-to-hub",
+        REPO,
+        "--config-name",
+        "mirrored",
+    )
 
     run = tmp_path / "tiny-run"
     generate("--output", str(run), "--limit", "2", "--push-to-hub", REPO, "--config-name", "tiny_chain")
 
-    kept = load_run_dataset(run)
+    kept = RunDir(run).dataset()
     assert len(kept) == 2  # the tiny recipe's filters keep everything
     for row in kept:
         scores, timings = json.loads(row["scores"]), json.loads(row["timings"])

@@ -6,8 +6,8 @@ import datasets
 import pytest
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.inputs import discover_samples
-from ditto_hf.generate.run import RunDir
+from ditto_hf.generate.run.inputs import discover_samples
+from ditto_hf.generate.run.rundir import RunDir
 
 
 def test_folder_and_list_file_give_the_same_stable_ids(tmp_path, sample_clips):
@@ -18,7 +18,9 @@ def test_folder_and_list_file_give_the_same_stable_ids(tmp_path, sample_clips):
     listing.write_text("\n".join(lines))
     from_list = discover_samples(listing, run)
     assert [sample.sample_id for sample in from_list] == [sample.sample_id for sample in from_folder]
-    assert len(from_list) == 4 and [sample.sample_id for sample in discover_samples(listing, run, limit=2)] == [s.sample_id for s in from_folder[:2]]
+    assert len(from_list) == 4 and [sample.sample_id for sample in discover_samples(listing, run, limit=2)] == [
+        s.sample_id for s in from_folder[:2]
+    ]
 
 
 def test_list_file_names_the_bad_line(tmp_path, sample_clips):
@@ -37,7 +39,7 @@ def test_datasets_source_is_copied_into_the_run(tmp_path, sample_clips):
     run = RunDir(tmp_path / "run")
     samples = discover_samples(str(folder), run, limit=3)
     assert len(samples) == 3 and len({sample.sample_id for sample in samples}) == 3
-    for sample, clip in zip(samples, sample_clips):
+    for sample, clip in zip(samples, sample_clips, strict=False):
         assert sample.input_path.startswith("inputs/")
         assert (run.root / sample.input_path).read_bytes() == clip.read_bytes()
     assert [sample.sample_id for sample in discover_samples(str(folder), run, limit=3)] == [sample.sample_id for sample in samples]

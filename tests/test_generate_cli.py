@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from engine_fixtures import calls, table_rows, write_fixture_recipe
 
-from ditto_hf.generate.driver import execute, prepare
+from ditto_hf.generate.run.driver import execute, prepare
 
 
 def generate(*args: str, output: Path) -> subprocess.Popen:
@@ -55,7 +55,11 @@ def test_kill_9_twice_then_resume_matches_an_uninterrupted_run(tmp_path, sample_
     snapshots = []
     for number, (stage, count) in enumerate(kill_points):
         output = tmp_path / f"killed-{number}.log"
-        kill_when(generate(*command, output=output), lambda stage=stage, count=count: len(list((run / "state" / stage).glob("*.json"))) >= count, output)
+        kill_when(
+            generate(*command, output=output),
+            lambda stage=stage, count=count: len(list((run / "state" / stage).glob("*.json"))) >= count,
+            output,
+        )
         snapshots.append((markers(run), calls(log)))
     assert not (run / "manifest.parquet").exists() and {stage for stage, _ in snapshots[-1][0]} == {"clip", "brightness", "mirror"}
 

@@ -39,12 +39,13 @@ def parquet_repo(api, tmp_path):
 
 
 def test_create_upload_list_and_history(api, hub_server, parquet_repo, monkeypatch):
-    import hub_server as server_module
     from huggingface_hub.errors import (
         HfHubHTTPError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    import ditto_hf.testing.hub_server as server_module
 
     api.create_repo(REPO, repo_type="dataset", exist_ok=True)
     with pytest.raises(HfHubHTTPError):
@@ -145,13 +146,12 @@ def _http_json(url: str, payload: dict | None = None):
 
 
 def test_runs_as_a_subprocess(tmp_path):
-    """``python tests/hub_server.py --port P --root DIR`` serves until killed; storage survives."""
-    from hub_server import free_port
+    """``python -m ditto_hf.testing.hub_server --port P --root DIR`` serves until killed; storage survives."""
+    from ditto_hf.testing.hub_server import free_port
 
     port = free_port()
-    script = Path(__file__).with_name("hub_server.py")
     process = subprocess.Popen(
-        [sys.executable, str(script), "--port", str(port), "--root", str(tmp_path / "hub")],
+        [sys.executable, "-m", "ditto_hf.testing.hub_server", "--port", str(port), "--root", str(tmp_path / "hub")],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ditto_hf.generate.recipe import bundled_recipes
+from ditto_hf.generate.run.recipe import bundled_recipes
 
 ENCODE = """
 import hashlib, sys, torch
@@ -41,7 +41,9 @@ def child_env(perturb: int | None) -> dict[str, str]:
 
 
 def encode_in_child(perturb: int | None, threads: int) -> str:
-    result = subprocess.run([sys.executable, "-c", ENCODE, str(threads)], env=child_env(perturb), capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", ENCODE, str(threads)], env=child_env(perturb), capture_output=True, text=True, check=True
+    )
     return result.stdout.strip()
 
 

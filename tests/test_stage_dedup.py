@@ -3,19 +3,18 @@ disk, resume, and banks of earlier runs."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.embedding_bank import EmbeddingBank, block_metadata
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
+from ditto_hf.generate.helpers.embedding_bank import EmbeddingBank, block_metadata
 from ditto_hf.generate.stages.dedup import DedupStage
-from ditto_hf.testing.vision import save_tiny_dinov2
+from ditto_hf.tiny.vision import save_tiny_dinov2
 
 
 @pytest.fixture(scope="module")
@@ -151,5 +150,9 @@ def test_reopened_partial_block_keeps_growing_beside_an_attached_bank(tmp_path):
         assert block_metadata(handle.metadata())["ids"] == ["a", "b", "c", "d"]
         assert handle.get_tensor("embeddings").dtype == torch.float16
     matches = reopened.nearest(rows[[4, 0, 6]])
-    assert [(m.id, m.bank) for m in matches] == [("e", str(tmp_path / "own")), ("a", str(tmp_path / "own")), ("old-2", str(tmp_path / "earlier"))]
+    assert [(m.id, m.bank) for m in matches] == [
+        ("e", str(tmp_path / "own")),
+        ("a", str(tmp_path / "own")),
+        ("old-2", str(tmp_path / "earlier")),
+    ]
     assert "old-2" not in reopened and "e" in reopened

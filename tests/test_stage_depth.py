@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.stages.depth import DepthStage, align_depths, fit_scale_shift, to_grey_video
-from ditto_hf.testing.depth import save_tiny_depth_anything
+from ditto_hf.tiny.depth import save_tiny_depth_anything
 from ditto_hf.video import probe, read_frames
 
 
@@ -33,9 +33,7 @@ def depth_run(depth_model, sample_clips, tmp_path_factory):
     """The stage over a landscape and a portrait clip, plus one sample whose video is missing."""
     work_dir = tmp_path_factory.mktemp("depth-run")
     clips = {clip.stem: clip for clip in sample_clips}
-    samples = [
-        Sample(sample_id=name, input_path=str(clips[name]), video=str(clips[name])) for name in ("orbit", "portrait")
-    ]
+    samples = [Sample(sample_id=name, input_path=str(clips[name]), video=str(clips[name])) for name in ("orbit", "portrait")]
     missing = Sample(sample_id="gone", input_path="gone.mp4", video=str(work_dir / "gone.mp4"))
     stage = make_stage(depth_model, work_dir)
     stage.process([samples[0], missing, samples[1]])

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ditto_hf.generate.models import ModelRegistry, ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.stages.keyframe import KeyframeStage
-from ditto_hf.testing.qwen import save_tiny_qwen_image_edit
+from ditto_hf.tiny.qwen import save_tiny_qwen_image_edit
 from ditto_hf.video import read_frames
 
 
@@ -49,7 +49,7 @@ def clip_sample(clip, instruction="Turn the ball blue.", sample_id=None) -> Samp
 
 def test_keyframe_saved_and_edited_at_video_size(tiny_edit, tmp_path, sample_clips):
     samples = run_keyframe(tiny_edit, tmp_path, [clip_sample(clip) for clip in sample_clips])
-    for sample, clip in zip(samples, sample_clips):
+    for sample, clip in zip(samples, sample_clips, strict=False):
         assert sample.status == "ok", sample.error
         assert sample.keyframe == f"keyframe/{sample.sample_id}.png"
         assert sample.edited_keyframe == f"edited_keyframe/{sample.sample_id}.png"

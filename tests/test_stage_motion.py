@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelRegistry, ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
-from ditto_hf.generate.stages.motion import MotionStage
-from ditto_hf.generate.tracking import (
+from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
+from ditto_hf.generate.helpers.tracking import (
     RaftFlowTracker,
     Tracks,
     advect_points,
@@ -23,7 +22,8 @@ from ditto_hf.generate.tracking import (
     motion_score,
     sample_flow,
 )
-from ditto_hf.testing.vision import save_tiny_raft
+from ditto_hf.generate.stages.motion import MotionStage
+from ditto_hf.tiny.vision import save_tiny_raft
 
 UPDATES = 2  # RAFT iterations used throughout (the constant-flow weights are built for it)
 
@@ -99,7 +99,13 @@ def test_static_tracks_score_zero_and_grid_is_inside_the_frame():
 
 # -- the RAFT backend ----------------------------------------------------------------------------
 def test_raft_backend_runs_end_to_end_with_tiny_random_weights(raft_dirs):
-    tracker = ModelRegistry().load(RaftFlowTracker, ModelSpec(str(raft_dirs["random"]), device="cpu", dtype="float32"), num_flow_updates=UPDATES, short_side=128, pairs_per_batch=3)
+    tracker = ModelRegistry().load(
+        RaftFlowTracker,
+        ModelSpec(str(raft_dirs["random"]), device="cpu", dtype="float32"),
+        num_flow_updates=UPDATES,
+        short_side=128,
+        pairs_per_batch=3,
+    )
     assert tracker.name == "raft-flow" and not tracker.training
     assert tracker.working_size(320, 192) == (216, 128) and tracker.working_size(40, 80) == (128, 256)
     frames = torch.randint(0, 256, (4, 3, 48, 80), dtype=torch.uint8)
@@ -154,7 +160,7 @@ def test_failing_sample_does_not_sink_the_batch(tmp_path, raft_dirs, sample_clip
 # -- weights: missing, conversion ------------------------------------------------------------------
 def test_missing_weights_fail_setup_with_instructions(tmp_path):
     stage = MotionStage({}, StageContext(tmp_path))
-    with pytest.raises(DittoError, match="python -m ditto_hf.generate.tracking convert"):
+    with pytest.raises(DittoError, match="python -m ditto_hf.generate.helpers.tracking convert"):
         stage.setup()
     with pytest.raises(DittoError, match="no model.safetensors"):
         make_stage(tmp_path, tmp_path)

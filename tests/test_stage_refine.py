@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.stages.refine import RefineStage
-from ditto_hf.testing.wan import BOUNDARY_RATIO, save_tiny_wan_refiner
+from ditto_hf.tiny.wan import BOUNDARY_RATIO, save_tiny_wan_refiner
 from ditto_hf.video import probe, read_frames, write_video
 
 FAST = {"max_sequence_length": 32}
@@ -94,7 +94,7 @@ def test_output_matches_the_generated_video(refiner, clips, tmp_path):
         make_generated(tmp_path, clips["portrait"], (32, 64)),
     ]
     stage.process(samples)
-    for sample, size in zip(samples, [(64, 32), (32, 64)]):
+    for sample, size in zip(samples, [(64, 32), (32, 64)], strict=False):
         assert sample.ok, sample.error
         assert sample.refined == f"refined/{sample.sample_id}.mp4"
         assert sample.timings["refine"] > 0
@@ -107,9 +107,7 @@ def test_output_matches_the_generated_video(refiner, clips, tmp_path):
 def test_uses_the_low_noise_expert_and_an_empty_prompt_on_request(refiner, clips, tmp_path):
     from diffusers import WanTransformer3DModel
 
-    stage = make_stage(
-        refiner, tmp_path, num_inference_steps=4, strength=0.25, prompt_source="empty", guidance_scale=1.0
-    )
+    stage = make_stage(refiner, tmp_path, num_inference_steps=4, strength=0.25, prompt_source="empty", guidance_scale=1.0)
     low_noise = WanTransformer3DModel.from_pretrained(refiner, subfolder="transformer_2")
     high_noise = WanTransformer3DModel.from_pretrained(refiner, subfolder="transformer")
     weights = stage.pipeline.transformer.state_dict()

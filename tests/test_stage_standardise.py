@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.stages.standardise import StandardiseStage
 from ditto_hf.video import probe, read_frames, resample_indices, write_video
 

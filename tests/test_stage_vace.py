@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
+from ditto_hf.generate.helpers.wan import sample_generator
 from ditto_hf.generate.stages.vace import LORA_ADAPTER, VaceStage
-from ditto_hf.generate.stages.wan_common import sample_generator
-from ditto_hf.testing.wan import save_tiny_wan_lora, save_tiny_wan_vace
+from ditto_hf.tiny.wan import save_tiny_wan_lora, save_tiny_wan_vace
 from ditto_hf.video import center_crop_resize, probe, read_frames, write_video
 
 SIZE = {"width": 64, "height": 32, "num_frames": 5, "num_inference_steps": 2, "max_sequence_length": 32}
@@ -86,7 +86,7 @@ def test_generated_video_has_configured_size_frames_and_rate(baseline):
     for sample in samples:
         assert sample.ok, sample.error
         assert sample.generated == f"generated/{sample.sample_id}.mp4"
-        assert sample.timings["generate"] > 0
+        assert sample.timings["vace"] > 0
         info = probe(work_dir / sample.generated)
         assert info.num_frames == 5
         assert info.fps == pytest.approx(24.0)
@@ -184,7 +184,7 @@ def test_a_sample_with_a_missing_keyframe_fails_alone(baseline):
     no_instruction = Sample.from_dict({**samples[0].to_dict(), "generated": "", "instruction": ""})
     stage.process([missing, good, no_instruction])
     assert good.ok and good.generated
-    assert missing.status == "failed" and "keyframes/none.png" in missing.error and missing.rejected_by == "generate"
+    assert missing.status == "failed" and "keyframes/none.png" in missing.error and missing.rejected_by == "vace"
     assert no_instruction.status == "failed" and "instruction" in no_instruction.error
 
 

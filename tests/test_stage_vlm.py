@@ -16,15 +16,14 @@ import pytest
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelRegistry, ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
+from ditto_hf.generate.contract.sample import EDIT_TYPES, Sample
+from ditto_hf.generate.contract.stage import StageContext
+from ditto_hf.generate.helpers.vlm import Prompt, VLMAnswerError, check_text, parse_answer
 from ditto_hf.generate.stages.caption import CaptionStage
 from ditto_hf.generate.stages.curate import CRITERIA, CurateStage
 from ditto_hf.generate.stages.instruct import InstructStage, draw_edit_type
-from ditto_hf.generate.vlm import Prompt, VLMAnswerError, check_text, parse_answer
-from ditto_hf.schema import EDIT_TYPES
-from ditto_hf.testing.qwen import save_tiny_qwen_vl
+from ditto_hf.tiny.qwen import save_tiny_qwen_vl
 
 ANSWER_CHARS = 24
 
@@ -174,7 +173,7 @@ def test_an_answer_cut_by_max_new_tokens_is_a_recorded_failure(tiny_vl, context,
 def test_curate_scores_keep_and_reject_by_threshold(tiny_vl, context, sample_clips):
     def judged(**options) -> list[Sample]:
         samples = clip_samples(sample_clips, instruction="Make it look like a watercolour painting.")
-        for sample, edit in zip(samples, reversed(sample_clips)):
+        for sample, edit in zip(samples, reversed(sample_clips), strict=False):
             sample.generated = str(edit)
         make_stage(CurateStage, tiny_vl, context, **options).process(samples)
         return samples
@@ -196,7 +195,7 @@ def test_curate_scores_keep_and_reject_by_threshold(tiny_vl, context, sample_cli
     bar = min(10, int(kept[0].scores["visual_quality"]) + 1)
     filtered = judged(thresholds={"visual_quality": bar})
     assert filtered[0].status == "rejected"
-    for before, after in zip(kept, filtered):
+    for before, after in zip(kept, filtered, strict=False):
         assert after.scores == before.scores  # same inputs, greedy decoding
         expected = "rejected" if before.scores["visual_quality"] < bar else "ok"
         assert after.status == expected

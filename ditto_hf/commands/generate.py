@@ -9,19 +9,47 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from ditto_hf.cli import UserError
-
 DEMO_RECIPE, DEFAULT_RECIPE = "tiny", "paper"
 
 
 @click.command("generate")
-@click.option("--input", "src", metavar="SRC", help="Folder of videos, list file (one path per line), or a datasets source NAME[:CONFIG][@SPLIT]. Default: the bundled sample clips.")
-@click.option("--output", "output", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR", help="Run directory (rerun the same command to resume).")
-@click.option("--recipe", metavar="paper|fast|tiny|FILE.yaml", help=f"Default: {DEMO_RECIPE!r} for the bundled sample clips, {DEFAULT_RECIPE!r} for your own --input.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: one process; ray: a Ray Data actor pool per stage.")
+@click.option(
+    "--input",
+    "src",
+    metavar="SRC",
+    help="Folder of videos, list file (one path per line), or a datasets source NAME[:CONFIG][@SPLIT]. Default: the bundled sample clips.",
+)
+@click.option(
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="RUN_DIR",
+    help="Run directory (rerun the same command to resume).",
+)
+@click.option(
+    "--recipe",
+    metavar="paper|fast|tiny|FILE.yaml",
+    help=f"Default: {DEMO_RECIPE!r} for the bundled sample clips, {DEFAULT_RECIPE!r} for your own --input.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: one process; ray: a Ray Data actor pool per stage.",
+)
 @click.option("--ray-address", metavar="ADDRESS", help="Ray cluster to join ('auto' for the running one); default: start Ray locally.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use at most N source clips.")
-@click.option("--wave-size", type=click.IntRange(min=1), metavar="N", help="local engine: take N samples through every stage before starting the next N (default: all at once); kept samples appear sooner, models load once per wave.")
+@click.option(
+    "--wave-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=(
+        "local engine: take N samples through every stage before starting the next N (default: all at once); "
+        "kept samples appear sooner, models load once per wave."
+    ),
+)
 @click.option("--retry-failed", is_flag=True, help="Run again the samples that failed in an earlier invocation.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (stages, models, resources) and the estimated cost, run nothing.")
 @click.option("--push-to-hub", "repo_id", metavar="NS/REPO", help="Publish the kept samples to this Hub dataset repo ...")
@@ -32,8 +60,8 @@ def generate_command(src, output, recipe, engine, ray_address, limit, wave_size,
     The tiny recipe uses random tiny models: its edited videos are noise, it shows the mechanics end
     to end on CPU. The paper and fast recipes are what to run on GPUs.
     """
-    from ditto_hf.generate.driver import execute, prepare
-    from ditto_hf.generate.recipe import load_recipe
+    from ditto_hf.generate.run.driver import execute, prepare
+    from ditto_hf.generate.run.recipe import load_recipe
 
     if bool(repo_id) != bool(config_name):
         raise click.UsageError("--push-to-hub and --config-name go together")
@@ -47,17 +75,23 @@ def generate_command(src, output, recipe, engine, ray_address, limit, wave_size,
         return
     recipe, run, samples = prepare(recipe, output, src, limit, command=["ditto-hf", *sys.argv[1:]])
     console.print(f"[bold]generate[/]: {len(samples)} clip(s), recipe {recipe.name!r}, engine {engine}, run directory {run.root}")
-    result = execute(recipe, run, samples, engine=engine, ray_address=ray_address, retry_failed=retry_failed, wave_size=wave_size, console=console)
-    console.print(f"kept {len(result.kept)}, rejected {len(result.rejected)}, failed {len(result.failed)} -> {run.root / 'manifest.parquet'}")
+    result = execute(
+        recipe, run, samples, engine=engine, ray_address=ray_address, retry_failed=retry_failed, wave_size=wave_size, console=console
+    )
+    console.print(
+        f"kept {len(result.kept)}, rejected {len(result.rejected)}, failed {len(result.failed)} -> {run.root / 'manifest.parquet'}"
+    )
     if result.failed:
-        console.print(f"failed samples and their errors are in {run.root / 'rejected.parquet'}; rerun with --retry-failed to try them again")
+        console.print(
+            f"failed samples and their errors are in {run.root / 'rejected.parquet'}; rerun with --retry-failed to try them again"
+        )
     if repo_id:
         _push(run, repo_id, config_name, console)
 
 
 def _dry_run(recipe, src, limit, console: Console) -> None:
-    from ditto_hf.generate.inputs import count_sources
-    from ditto_hf.generate.report import plan_table
+    from ditto_hf.generate.run.inputs import count_sources
+    from ditto_hf.generate.run.report import plan_table
 
     recipe.validate()
     console.print(plan_table(recipe, count_sources(src, limit)))
@@ -66,10 +100,7 @@ def _dry_run(recipe, src, limit, console: Console) -> None:
 def _push(run, repo_id: str, config_name: str, console: Console) -> None:
     from ditto_hf.hub import publish
 
-    if not (run.root / "manifest.parquet").is_file():
-        raise UserError(f"{run.root}: nothing to publish")
-    provenance = f"Generated by `ditto-hf generate`.\n\nRecipe:\n\n```yaml\n{run.recipe_text()}```\n\nRun:\n\n```json\n{(run.root / 'run.json').read_text()}\n```\n"
-    publish(run.root, repo_id, config_name, provenance=provenance)
+    publish(run.dataset(), repo_id, config_name, provenance=run.provenance())
     console.print(f"published {run.root.name} as config {config_name!r} of {repo_id}")
 
 

@@ -19,9 +19,7 @@ LEVEL_STYLE = {"ok": "green", "warning": "yellow", "error": "bold red"}
 
 
 @click.command("mirror")
-@click.option(
-    "--config", "config", required=True, help="Builder config to mirror, or 'all' for every metadata file present."
-)
+@click.option("--config", "config", required=True, help="Builder config to mirror, or 'all' for every metadata file present.")
 @click.option(
     "--data-dir",
     default="hf://datasets/QingyanBai/Ditto-1M",
@@ -99,15 +97,12 @@ def _publish_with_progress(console: Console, dataset, repo: str, config_name: st
             totals["shards"] += 1
             totals["reused"] += on_hub
             status = (
-                f"{totals['shards']} shards, {totals['rows']} rows, {totals['bytes'] / 1e6:.1f} MB "
-                f"({totals['reused']} already on the Hub)"
+                f"{totals['shards']} shards, {totals['rows']} rows, {totals['bytes'] / 1e6:.1f} MB ({totals['reused']} already on the Hub)"
             )
             progress.update(task, advance=1, status=status)
 
         result = publish(dataset, repo, config_name, on_shard=on_shard, **options)
-        progress.update(
-            task, total=totals["shards"], completed=totals["shards"], status=f"{result.num_rows} rows committed"
-        )
+        progress.update(task, total=totals["shards"], completed=totals["shards"], status=f"{result.num_rows} rows committed")
     return result
 
 
@@ -125,9 +120,7 @@ def _mirror_provenance(builder_config: str) -> str:
 @click.command("check")
 @click.argument("repo_or_dir")
 @click.option("--rows", default=5, show_default=True, type=click.IntRange(1), help="First rows to stream per config.")
-@click.option(
-    "--no-sha256", is_flag=True, help="Trust the Hub's recorded SHA-256 instead of downloading every shard to hash it."
-)
+@click.option("--no-sha256", is_flag=True, help="Trust the Hub's recorded SHA-256 instead of downloading every shard to hash it.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token (default: the logged-in token).")
 def check_command(repo_or_dir, rows, no_sha256, token) -> None:
     """Check REPO_OR_DIR (NS/NAME or a local folder) the way the Hub dataset viewer sees it.

@@ -25,5 +25,14 @@ def probe_command(files: tuple[str, ...], as_json: bool) -> None:
     for column in ("file", "fps", "frames", "width", "height", "seconds", "codec", "rotation"):
         table.add_column(column, justify="left" if column in ("file", "codec") else "right", overflow="fold")
     for info in infos:
-        table.add_row(info.path, f"{info.fps:.3f}", str(info.num_frames), str(info.width), str(info.height), f"{info.duration:.3f}", info.codec, str(info.rotation))
+        table.add_row(
+            info.path,
+            f"{info.fps:.3f}",
+            str(info.num_frames),
+            str(info.width),
+            str(info.height),
+            f"{info.duration:.3f}",
+            info.codec,
+            str(info.rotation),
+        )
     Console().print(table)

@@ -74,8 +74,13 @@ def index_command(root: str, categories: tuple[str, ...], spacing: int | None) -
             raise DittoError(f"{release.display(VIDEOS_DIR, category)}: no {category}.tar.gz.NN parts found")
         archive = PackedCategory(release, category, parts, index_cache_dir(), spacing=spacing or DEFAULT_SEEK_POINT_SPACING)
         published = archive.publish_index()
-        table.add_row(category, str(len(parts)), f"{sum(part.size for part in parts):,}", release.display(VIDEOS_DIR, category, Path(published).name),
-                      f"{archive.cached_index.stat().st_size:,}")
+        table.add_row(
+            category,
+            str(len(parts)),
+            f"{sum(part.size for part in parts):,}",
+            release.display(VIDEOS_DIR, category, Path(published).name),
+            f"{archive.cached_index.stat().st_size:,}",
+        )
     Console().print(table)
 
 

@@ -62,9 +62,7 @@ class CheckReport:
         self.findings.append(Finding(level, where, message))
 
 
-def check(
-    repo_or_dir: str | os.PathLike, *, token: str | None = None, first_rows: int = 5, verify_sha256: bool = True
-) -> CheckReport:
+def check(repo_or_dir: str | os.PathLike, *, token: str | None = None, first_rows: int = 5, verify_sha256: bool = True) -> CheckReport:
     """Check a dataset repo id (``ns/name``) or a local folder; see the module docstring."""
     target = _Target.of(repo_or_dir, token)
     report = CheckReport(target.name)
@@ -88,7 +86,7 @@ class _Target:
         self.name, self.fs, self.base, self.dataset_ref, self.token = name, fs, base, dataset_ref, token
 
     @classmethod
-    def of(cls, repo_or_dir: str | os.PathLike, token: str | None) -> "_Target":
+    def of(cls, repo_or_dir: str | os.PathLike, token: str | None) -> _Target:
         path = Path(repo_or_dir)
         if path.is_dir():
             base = str(path.absolute())
@@ -185,9 +183,7 @@ def _check_files(target: _Target, name: str, config: dict, report: CheckReport) 
     return files
 
 
-def _check_manifest(
-    target: _Target, name: str, files: dict[str, dict], report: CheckReport, verify_sha256: bool
-) -> None:
+def _check_manifest(target: _Target, name: str, files: dict[str, dict], report: CheckReport, verify_sha256: bool) -> None:
     text = target.read_text(manifest_path(name))
     if text is None:
         report.add("warning", name, f"no {manifest_path(name)}: shard checksums cannot be verified")

@@ -90,9 +90,9 @@ def publish(
     """Publish ``source`` as config ``config_name`` of the dataset repo ``repo_id``.
 
     ``source`` is a ``datasets.Dataset`` / ``IterableDataset`` with the triplet columns (extra
-    columns are kept) or a generate run directory. ``provenance`` is free text for the card's
-    "How it was made" section (recipe, model versions...). ``num_workers`` uploads run beside
-    the encoding of the next shards.
+    columns are kept); a generate run gives one with ``RunDir(path).dataset()``. ``provenance`` is
+    free text for the card's "How it was made" section (recipe, model versions...).
+    ``num_workers`` uploads run beside the encoding of the next shards.
     """
     _check_config_name(config_name)
     dataset = as_dataset(source)
@@ -145,19 +145,11 @@ def _manifest(result: PublishResult, split: str, features: Features, provenance:
 
 
 def as_dataset(source):
-    """A ``datasets`` Dataset/IterableDataset for ``source`` (a run directory is loaded)."""
+    """``source`` itself when it is a ``datasets`` Dataset/IterableDataset; a clear error otherwise."""
     if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
         return source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_dir():
-            raise DittoError(f"{path}: not a directory; pass a generate run directory or a datasets Dataset")
-        from ditto_hf.generate.run import load_run_dataset
-
-        return load_run_dataset(path)
-    raise DittoError(
-        f"cannot publish a {type(source).__name__}: pass a datasets Dataset, IterableDataset or a run directory"
-    )
+    hint = " (a generate run directory: publish RunDir(path).dataset())" if isinstance(source, (str, os.PathLike)) else ""
+    raise DittoError(f"cannot publish a {type(source).__name__}: pass a datasets Dataset or IterableDataset{hint}")
 
 
 def publish_features(features: Features | None, source) -> Features:
@@ -166,14 +158,10 @@ def publish_features(features: Features | None, source) -> Features:
         raise DittoError(f"{_name(source)}: the dataset declares no features; pass features= when building it")
     missing = [name for name in TRIPLET_FEATURES if name not in features]
     if missing:
-        raise DittoError(
-            f"{_name(source)}: missing triplet column(s) {', '.join(missing)}; expected {list(TRIPLET_FEATURES)}"
-        )
+        raise DittoError(f"{_name(source)}: missing triplet column(s) {', '.join(missing)}; expected {list(TRIPLET_FEATURES)}")
     wrong = [name for name in ("source", "edited") if not isinstance(features[name], Video)]
     if wrong:
-        raise DittoError(
-            f"{_name(source)}: column(s) {', '.join(wrong)} must be datasets.Video, got {[features[n] for n in wrong]}"
-        )
+        raise DittoError(f"{_name(source)}: column(s) {', '.join(wrong)} must be datasets.Video, got {[features[n] for n in wrong]}")
     extra = {name: feature for name, feature in features.items() if name not in TRIPLET_FEATURES}
     return Features({**TRIPLET_FEATURES, **extra})
 
@@ -202,25 +190,19 @@ def _shard_record(shard: ShardFile, path: str) -> dict:
 def _remote_shards(api: HfApi, repo_id: str, config_name: str) -> dict[str, str]:
     """``path -> sha256`` of the parquet files the repo already holds for this config."""
     try:
-        entries = with_retries(
-            api.list_repo_tree, repo_id, path_in_repo=config_name, repo_type="dataset", recursive=True
-        )
+        entries = with_retries(api.list_repo_tree, repo_id, path_in_repo=config_name, repo_type="dataset", recursive=True)
         entries = list(entries)
     except EntryNotFoundError:
         return {}
     return {
-        entry.path: entry.lfs.sha256
-        for entry in entries
-        if getattr(entry, "lfs", None) is not None and entry.path.endswith(".parquet")
+        entry.path: entry.lfs.sha256 for entry in entries if getattr(entry, "lfs", None) is not None and entry.path.endswith(".parquet")
     }
 
 
 class _CommitBatch:
     """Uploads shards in the background and commits them in batches; the last commit adds the card."""
 
-    def __init__(
-        self, api: HfApi, repo_id: str, config_name: str, commit_every: int, workers: int, result: PublishResult
-    ):
+    def __init__(self, api: HfApi, repo_id: str, config_name: str, commit_every: int, workers: int, result: PublishResult):
         self.api, self.repo_id, self.config_name, self.result = api, repo_id, config_name, result
         self.commit_every = max(1, commit_every)
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ditto-hf-upload")
@@ -272,9 +254,7 @@ class _CommitBatch:
 
     def _card(self, manifest: dict, features: Features, revision: str) -> str:
         existing = self._existing_card(revision)
-        manifests = [manifest] + [
-            m for m in self._other_manifests(existing, revision) if m["config_name"] != manifest["config_name"]
-        ]
+        manifests = [manifest] + [m for m in self._other_manifests(existing, revision) if m["config_name"] != manifest["config_name"]]
         card_data = card.card_data_with(existing.data if existing else None, manifest, features)
         extra_columns = [name for name in features if name not in TRIPLET_FEATURES]
         return card.render_card(self.repo_id, card_data, manifests, extra_columns)
@@ -307,9 +287,7 @@ class _CommitBatch:
             repo_type="dataset",
             parent_commit=parent,
         )
-        self.result.uploaded += sum(
-            isinstance(op, CommitOperationAdd) and op.path_in_repo.endswith(".parquet") for op in operations
-        )
+        self.result.uploaded += sum(isinstance(op, CommitOperationAdd) and op.path_in_repo.endswith(".parquet") for op in operations)
         if info.oid != parent:  # create_commit skips a commit that would change nothing and returns the head
             self.result.commits.append(info.oid)
 

@@ -25,9 +25,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT_ERRORS)
 
 
-def with_retries(
-    call: Callable[..., T], *args, attempts: int = 6, base_delay: float = 1.0, max_delay: float = 60.0, **kwargs
-) -> T:
+def with_retries(call: Callable[..., T], *args, attempts: int = 6, base_delay: float = 1.0, max_delay: float = 60.0, **kwargs) -> T:
     """``call(*args, **kwargs)``, retried with jittered exponential backoff on transient errors."""
     for attempt in range(1, attempts + 1):
         try:

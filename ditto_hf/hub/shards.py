@@ -60,9 +60,7 @@ def iter_arrow_batches(dataset, features: Features) -> Iterator[pa.Table]:
             embedded = embed_table_storage(table)
         except OSError as error:  # a video path that cannot be read
             rows = f"rows {first_row}-{first_row + table.num_rows - 1}"
-            raise BadRowError(
-                f"{rows}: cannot embed a video ({error}); fix or drop those rows and publish again"
-            ) from error
+            raise BadRowError(f"{rows}: cannot embed a video ({error}); fix or drop those rows and publish again") from error
         yield embedded
         first_row += table.num_rows
 

@@ -1,1 +1,3 @@
-"""Tiny random checkpoints for tests and the offline demo (built from configs, nothing downloaded)."""
+"""Helpers only the tests and benchmarks use: a loopback server speaking the Hub HTTP protocol
+(``hub_server``), a miniature Ditto-1M release (``release``) and small real stages for exercising
+the engines (``stages``). Product code never imports this package."""

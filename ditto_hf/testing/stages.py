@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 from ditto_hf.video import probe, read_frames, write_video
 
 
@@ -54,7 +54,9 @@ class ClipStage(LoggedStage):
     def process_sample(self, sample: Sample) -> None:
         self.log_call(sample)
         config = self.config
-        frames = read_frames(self.context.resolve(sample.input_path), num_frames=config.num_frames, fps=config.fps, size=(config.width, config.height))
+        frames = read_frames(
+            self.context.resolve(sample.input_path), num_frames=config.num_frames, fps=config.fps, size=(config.width, config.height)
+        )
         absolute, relative = self.context.path_for("video", sample, ".mp4")
         write_video(absolute, frames, config.fps)
         sample.video = relative

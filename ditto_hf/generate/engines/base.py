@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ditto_hf.generate.models import ModelRegistry, ModelSpec
-from ditto_hf.generate.recipe import StageSpec
-from ditto_hf.generate.run import RunDir, WorkItem
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import StageContext
+from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import StageContext
+from ditto_hf.generate.run.recipe import StageSpec
+from ditto_hf.generate.run.rundir import RunDir, WorkItem
 
 
 @dataclass
@@ -30,7 +30,6 @@ class EngineJob:
     seed: int = 0
     model_overrides: dict[str, ModelSpec] = field(default_factory=dict)
     torch_threads: int | None = None  # intra-op threads per worker process (None: torch's default)
-    wave_size: int | None = None  # local engine: samples taken through every stage before the next ones (None: all)
 
     @property
     def stage_names(self) -> list[str]:
@@ -69,7 +68,9 @@ class StageWorker:
         out = self.stage.process(batch)
         self.busy_seconds += time.perf_counter() - start
         if sorted(sample.sample_id for sample in out) != sorted(sample.sample_id for sample in batch):
-            raise RuntimeError(f"stage {self.spec.name!r} returned other samples than it was given; stages must map a batch to the same samples")
+            raise RuntimeError(
+                f"stage {self.spec.name!r} returned other samples than it was given; stages must map a batch to the same samples"
+            )
         return [(self.run.marker(self.spec.name, sample.sample_id), sample.to_json()) for sample in batch]
 
 
@@ -79,7 +80,11 @@ def batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
 
 
 class Engine(ABC):
-    """Runs the stages of ``job`` over work items and returns every sample's final record."""
+    """Runs the stages of ``job`` over work items and returns every sample's final record.
+
+    Engine-specific options (the local engine's waves, the Ray address) are constructor
+    arguments of that engine; a stage runs on the items for which :meth:`WorkItem.runs` holds.
+    """
 
     name: str
 

@@ -13,51 +13,52 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from ditto_hf.generate.engines.base import Engine, StageWorker, batches
-from ditto_hf.generate.run import WorkItem, atomic_write
-from ditto_hf.generate.sample import Sample
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.engines.base import Engine, EngineJob, StageWorker, batches
+from ditto_hf.generate.run.rundir import WorkItem, atomic_write
 
 logger = logging.getLogger(__name__)
 
 
 class LocalEngine(Engine):
-    """Runs the stages in one process, stage after stage."""
+    """Runs the stages in one process, stage after stage.
+
+    ``wave_size``: samples taken through every stage before the next ones start (``None``: all at once).
+    """
 
     name = "local"
 
+    def __init__(self, job: EngineJob, wave_size: int | None = None):
+        super().__init__(job)
+        self.wave_size = wave_size
+
     def run(self, items: list[WorkItem]) -> list[Sample]:
-        size = self.job.wave_size or max(len(items), 1)
-        records: list[Sample] = []
+        size = self.wave_size or max(len(items), 1)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="markers") as writer:
             for offset in range(0, len(items), size):
-                records += self._run_wave(items[offset : offset + size], writer)
-        return records
+                self._run_wave(items[offset : offset + size], writer)
+        return [item.sample for item in items]
 
-    def _run_wave(self, items: list[WorkItem], writer: ThreadPoolExecutor) -> list[Sample]:
-        """Take ``items`` through their remaining stages, one stage at a time."""
-        count = len(self.job.stages)
-        finished = [item.sample for item in items if item.start >= count]
-        carried: list[Sample] = []
-        for index in range(count):
-            finished += [sample for sample in carried if not sample.ok]
-            todo = [sample for sample in carried if sample.ok] + [item.sample for item in items if item.start == index]
-            carried = self._run_stage(index, todo, writer) if todo else []
-        return finished + carried
+    def _run_wave(self, items: list[WorkItem], writer: ThreadPoolExecutor) -> None:
+        """Take ``items`` through their remaining stages, one stage at a time (samples change in place)."""
+        for index in range(len(self.job.stages)):
+            todo = [item.sample for item in items if item.runs(index)]
+            if todo:
+                self._run_stage(index, todo, writer)
 
-    def _run_stage(self, index: int, samples: list[Sample], writer: ThreadPoolExecutor) -> list[Sample]:
+    def _run_stage(self, index: int, samples: list[Sample], writer: ThreadPoolExecutor) -> None:
         spec = self.job.stages[index]
         logger.info("stage %s: %d sample(s)", spec.name, len(samples))
         worker = StageWorker(self.job, spec)
         worker.setup()
         pending: list[Future] = []
         try:
-            for batch in batches(samples, spec.batch_size()):
+            for batch in batches(samples, spec.batch_size):
                 pending.append(writer.submit(_write_markers, worker.process(batch)))
         finally:
             worker.teardown()
             for future in pending:
                 future.result()  # surface write errors before the next stage starts
-        return samples
 
 
 def _write_markers(records: list[tuple[Path, str]]) -> None:

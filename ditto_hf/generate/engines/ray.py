@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import math
 
+from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.engines.base import Engine, EngineJob, StageWorker
-from ditto_hf.generate.recipe import StageSpec
-from ditto_hf.generate.run import WorkItem, atomic_write
-from ditto_hf.generate.sample import Sample
+from ditto_hf.generate.run.recipe import StageSpec
+from ditto_hf.generate.run.rundir import WorkItem, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class StageActor:
 
     def __call__(self, batch: dict) -> dict:
         records = [Sample.from_json(text) for text in batch["record"]]
-        live = [sample for sample, start in zip(records, batch["start"]) if sample.ok and int(start) <= self.index]
+        live = [sample for sample, start in zip(records, batch["start"], strict=True) if WorkItem(sample, int(start)).runs(self.index)]
         if live:
             for path, text in self.worker.process(live):
                 atomic_write(path, text)
@@ -75,7 +75,9 @@ class RayEngine(Engine):
         import ray
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # progress comes from the markers
-        dataset = ray.data.from_items([{"sample_id": item.sample.sample_id, "record": item.sample.to_json(), "start": item.start} for item in pending])
+        dataset = ray.data.from_items(
+            [{"sample_id": item.sample.sample_id, "record": item.sample.to_json(), "start": item.start} for item in pending]
+        )
         count, first = len(self.job.stages), min(item.start for item in pending)
         cluster = ray.cluster_resources()
         for index in range(first, count):
@@ -91,7 +93,7 @@ class RayEngine(Engine):
         return dataset.map_batches(
             StageActor,
             fn_constructor_kwargs={"job": self.job, "index": index},
-            batch_size=spec.batch_size(),
+            batch_size=spec.batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
             num_gpus=gpus,
             num_cpus=cpus,

@@ -16,7 +16,7 @@ STAGES: dict[str, str] = {
     "instruct": "ditto_hf.generate.stages.instruct:InstructStage",
     "keyframe": "ditto_hf.generate.stages.keyframe:KeyframeStage",
     "depth": "ditto_hf.generate.stages.depth:DepthStage",
-    "generate": "ditto_hf.generate.stages.vace:VaceStage",
+    "vace": "ditto_hf.generate.stages.vace:VaceStage",
     "curate": "ditto_hf.generate.stages.curate:CurateStage",
     "refine": "ditto_hf.generate.stages.refine:RefineStage",
 }

@@ -1,7 +1,7 @@
 """Stage 4a: a dense caption of each standardised clip, written by Qwen2.5-VL.
 
 The model sees frames sampled from ``sample.video`` and answers ``{"caption": ...}`` under the
-prompt's JSON schema (see :mod:`ditto_hf.generate.vlm`); the caption feeds the instruction step
+prompt's JSON schema (see :mod:`ditto_hf.generate.helpers.vlm`); the caption feeds the instruction step
 and is published with the triplet.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.vlm import Request, VLMConfig, VLMStage, check_text
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.helpers.vlm import Request, VLMConfig, VLMStage, check_text
 
 
 class CaptionStage(VLMStage):

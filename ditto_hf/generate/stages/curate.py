@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.vlm import Request, VLMConfig, VLMStage, check_text
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.helpers.vlm import Request, VLMConfig, VLMStage, check_text
 
 #: The judged criteria, as named in the prompt, the schema and ``sample.scores``.
 CRITERIA = ("instruction_fidelity", "source_fidelity", "visual_quality", "safety")

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from ditto_hf.errors import DittoError, VideoError
-from ditto_hf.generate.embedding_bank import EmbeddingBank, Match, cosine
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.helpers.embedding_bank import EmbeddingBank, Match, cosine
 from ditto_hf.video import open_decoder
 
 BANK_DIR = "dedup/bank"

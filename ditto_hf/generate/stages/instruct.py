@@ -12,9 +12,8 @@ import random
 from dataclasses import dataclass, field
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.vlm import Request, VLMAnswerError, VLMConfig, VLMStage, check_text
-from ditto_hf.schema import EDIT_TYPES
+from ditto_hf.generate.contract.sample import EDIT_TYPES, Sample
+from ditto_hf.generate.helpers.vlm import Request, VLMAnswerError, VLMConfig, VLMStage, check_text
 
 #: What each edit type means, as the prompt explains it to the model.
 EDIT_TYPE_DESCRIPTIONS = {

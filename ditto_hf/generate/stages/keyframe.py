@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ditto_hf.errors import DittoError, VideoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 from ditto_hf.video import open_decoder
 
 #: Pipeline classes that can run this stage (diffusers names).

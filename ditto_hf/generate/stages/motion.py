@@ -3,7 +3,7 @@
 The score is the mean cumulative displacement of a grid of tracked points (path length per point,
 as a fraction of the frame diagonal, averaged over the grid). The paper tracks with CoTracker3;
 until it is ported the tracker is pluggable and the available backend is ``raft-flow`` (torchvision
-RAFT optical flow integrated along the points, see :mod:`ditto_hf.generate.tracking`). The
+RAFT optical flow integrated along the points, see :mod:`ditto_hf.generate.helpers.tracking`). The
 threshold was not published: the default is ours.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
-from ditto_hf.generate.tracking import TRACKERS, grid_points, motion_score
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.helpers.tracking import TRACKERS, grid_points, motion_score
 from ditto_hf.video import read_frames
 
 
@@ -31,7 +31,7 @@ class MotionStage(Stage):
 
         model: ModelSpec = field(default_factory=lambda: ModelSpec("", dtype="float32"))
         """Tracker weights. For ``raft-flow``: a directory, file or Hub repo with ``model.safetensors``
-        (torchvision RAFT; make it with ``python -m ditto_hf.generate.tracking convert``). No public
+        (torchvision RAFT; make it with ``python -m ditto_hf.generate.helpers.tracking convert``). No public
         repo ships these, so there is no usable default: the stage refuses to start without one."""
         tracker: str = "raft-flow"
         """Tracker backend (a key of ``ditto_hf.generate.tracking.TRACKERS``)."""

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
-from ditto_hf.generate.stages.wan_common import (
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.helpers.wan import (
     WAN_NEGATIVE_PROMPT,
     check_size,
     load_vae,
@@ -67,9 +67,7 @@ class RefineStage(Stage):
             if not 0.0 < self.strength <= 1.0:
                 raise DittoError(f"refine: strength must be in (0, 1], got {self.strength}")
             if self.refine_steps < 1:
-                raise DittoError(
-                    f"refine: strength {self.strength} x num_inference_steps {self.num_inference_steps} runs no step"
-                )
+                raise DittoError(f"refine: strength {self.strength} x num_inference_steps {self.num_inference_steps} runs no step")
             if self.prompt_source not in ("caption", "empty"):
                 raise DittoError(f"refine: prompt_source must be 'caption' or 'empty', got {self.prompt_source!r}")
 
@@ -113,7 +111,7 @@ class RefineStage(Stage):
         from ditto_hf.video import write_video
 
         if not sample.generated:
-            raise DittoError(f"sample {sample.sample_id}: refine needs the generated video (run generate first)")
+            raise DittoError(f"sample {sample.sample_id}: refine needs the generated video (run the vace stage first)")
         frames, fps = read_clip(self.context.resolve(sample.generated), size=None)
         width, height = frames[0].size
         check_size(f"refine {sample.sample_id}", width, height)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 from ditto_hf.video import (
     VideoInfo,
     center_crop_resize,
@@ -65,10 +65,7 @@ class StandardiseStage(Stage):
         sample.extra["source_info"] = {key: getattr(info, key) for key in ("fps", "num_frames", "width", "height", "duration")}
         available = self.frames_at_target_rate(info)
         if available < self.config.num_frames:
-            reason = (
-                f"too short: {available} frame(s) at {self.config.fps:g} fps "
-                f"({info.duration:.2f} s), need {self.config.num_frames}"
-            )
+            reason = f"too short: {available} frame(s) at {self.config.fps:g} fps ({info.duration:.2f} s), need {self.config.num_frames}"
             sample.reject(self.name, reason, source_frames=float(available), source_duration=info.duration)
             return
         frames = read_frames(

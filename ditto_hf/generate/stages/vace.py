@@ -1,4 +1,4 @@
-"""``generate``: Wan2.1-VACE renders the edited video from the depth video and the edited keyframe.
+"""``vace``: Wan2.1-VACE renders the edited video from the depth video and the edited keyframe (in-context generation).
 
 diffusers' ``WanVACEPipeline`` receives the sample's depth video as the control ``video`` (mask
 all ones: every pixel is generated under depth guidance), the edited keyframe as the single
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
-from ditto_hf.generate.stages.wan_common import (
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.helpers.wan import (
     WAN_NEGATIVE_PROMPT,
     check_frame_count,
     check_size,
@@ -36,13 +36,13 @@ LORA_ADAPTER = "distill"
 class VaceStage(Stage):
     """Depth video + edited keyframe + instruction → ``generated/<id>.mp4`` (Wan2.1-VACE)."""
 
-    name = "generate"
+    name = "vace"
     # bf16: ~17B-parameter VACE transformer (~34 GB) + UMT5-XXL encoder (~11 GB) + VAE; less with offload
     resources = Resources(gpus=1, cpus=4, memory_gb=48)
 
     @dataclass
     class Config(StageConfig):
-        """Settings of the ``generate`` stage. Defaults: full-quality Wan2.1-VACE-14B at Ditto-1M's
+        """Settings of the ``vace`` stage. Defaults: full-quality Wan2.1-VACE-14B at Ditto-1M's
         1280x720, 101 frames; the fast recipe adds a CausVid LoRA with ~4 steps and guidance ~1."""
 
         #: The VACE pipeline repo (diffusers layout). ``dtype`` sets the transformer / text encoder precision.
@@ -78,10 +78,10 @@ class VaceStage(Stage):
         lora_scale: float = 1.0
 
         def __post_init__(self) -> None:
-            check_size("generate", self.width, self.height)
-            check_frame_count("generate", self.num_frames)
+            check_size("vace", self.width, self.height)
+            check_frame_count("vace", self.num_frames)
             if self.num_inference_steps < 1:
-                raise DittoError(f"generate: num_inference_steps must be at least 1, got {self.num_inference_steps}")
+                raise DittoError(f"vace: num_inference_steps must be at least 1, got {self.num_inference_steps}")
 
     def setup(self) -> None:
         from diffusers import WanVACEPipeline
@@ -101,15 +101,13 @@ class VaceStage(Stage):
             source, weight_name = str(Path(source).parent), Path(source).name
         loaded = self.pipeline.get_list_adapters().get("transformer", [])
         if LORA_ADAPTER not in loaded:
-            self.pipeline.load_lora_weights(
-                source, weight_name=weight_name, adapter_name=LORA_ADAPTER, use_safetensors=True
-            )
+            self.pipeline.load_lora_weights(source, weight_name=weight_name, adapter_name=LORA_ADAPTER, use_safetensors=True)
         self.pipeline.set_adapters([LORA_ADAPTER], [self.config.lora_scale])
 
     def pipeline_inputs(self, sample: Sample) -> dict:
         """The keyword arguments of the VACE call for ``sample`` (everything but the generator)."""
         if not sample.depth or not sample.edited_keyframe:
-            raise DittoError(f"sample {sample.sample_id}: generate needs the depth video and the edited keyframe")
+            raise DittoError(f"sample {sample.sample_id}: vace needs the depth video and the edited keyframe")
         depth_path = self.context.resolve(sample.depth)
         width, height = oriented_size(self.config.width, self.config.height, depth_path, self.config.match_orientation)
         depth_frames, _ = read_clip(depth_path, (width, height), self.config.num_frames)
@@ -134,7 +132,7 @@ class VaceStage(Stage):
         from ditto_hf.video import probe, write_video
 
         if not sample.instruction:
-            raise DittoError(f"sample {sample.sample_id}: generate needs an edit instruction")
+            raise DittoError(f"sample {sample.sample_id}: vace needs an edit instruction")
         inputs = self.pipeline_inputs(sample)
         generator = sample_generator(self.context.seed, self.config.seed, sample.sample_id)
         frames = self.pipeline(**inputs, generator=generator).frames[0]

@@ -71,8 +71,16 @@ def _hash(*parts) -> str:
     return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
 
 
-def make_release(dest: Path, *, dirs: int = 3, sources_per_dir: int = 2, frames: int = 8, size: int = 32,
-                 nested: tuple[str, ...] = ("source",), noise: int = 0) -> MiniRelease:
+def make_release(
+    dest: Path,
+    *,
+    dirs: int = 3,
+    sources_per_dir: int = 2,
+    frames: int = 8,
+    size: int = 32,
+    nested: tuple[str, ...] = ("source",),
+    noise: int = 0,
+) -> MiniRelease:
     """Write an extracted release under ``dest``. Categories listed in ``nested`` get the extra
     ``videos/<category>/<category>/`` level that extracting the tarballs produces."""
     release = MiniRelease(Path(dest))
@@ -90,7 +98,9 @@ def make_release(dest: Path, *, dirs: int = 3, sources_per_dir: int = 2, frames:
             for category, variant in edits:
                 edited = f"{category}/{folder}/{digest}_{variant}.mp4"
                 _write_clip(release, edited, frames=frames, size=size, nested=nested, noise=noise)
-                all_rows.append({"source_path": source, "instruction": EDIT_INSTRUCTIONS[category].format(thing=thing), "edited_path": edited})
+                all_rows.append(
+                    {"source_path": source, "instruction": EDIT_INSTRUCTIONS[category].format(thing=thing), "edited_path": edited}
+                )
             if GLOBAL_CATEGORIES[source_number % 2] == "global_style1":
                 stylised = f"global_style1/{folder}/{digest}_1.mp4"
                 sim2real.append({"source_path": stylised, "instruction": SIM2REAL_INSTRUCTION, "edited_path": source})
@@ -124,7 +134,9 @@ def write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=1), encoding="utf-8")
 
 
-def pack_release(extracted: MiniRelease, dest: Path, *, part_size: int = 64 * 1024, extra_members: dict[str, dict[str, bytes]] | None = None) -> MiniRelease:
+def pack_release(
+    extracted: MiniRelease, dest: Path, *, part_size: int = 64 * 1024, extra_members: dict[str, dict[str, bytes]] | None = None
+) -> MiniRelease:
     """Copy metadata and captions, and pack each category into split ``.tar.gz.NN`` parts.
 
     ``extra_members`` adds raw members (category -> member name -> bytes), e.g. unsafe names.

@@ -20,13 +20,13 @@ from pathlib import Path
 
 #: name -> "module:function(directory) -> Path" of every tiny checkpoint.
 BUILDERS: dict[str, str] = {
-    "dinov2": "ditto_hf.testing.vision:save_tiny_dinov2",
-    "raft": "ditto_hf.testing.vision:save_tiny_raft",
-    "qwen_vl": "ditto_hf.testing.qwen:save_tiny_qwen_vl",
-    "qwen_image_edit": "ditto_hf.testing.qwen:save_tiny_qwen_image_edit",
-    "depth_anything": "ditto_hf.testing.depth:save_tiny_depth_anything",
-    "wan_vace": "ditto_hf.testing.wan:save_tiny_wan_vace",
-    "wan_refiner": "ditto_hf.testing.wan:save_tiny_wan_refiner",
+    "dinov2": "ditto_hf.tiny.vision:save_tiny_dinov2",
+    "raft": "ditto_hf.tiny.vision:save_tiny_raft",
+    "qwen_vl": "ditto_hf.tiny.qwen:save_tiny_qwen_vl",
+    "qwen_image_edit": "ditto_hf.tiny.qwen:save_tiny_qwen_image_edit",
+    "depth_anything": "ditto_hf.tiny.depth:save_tiny_depth_anything",
+    "wan_vace": "ditto_hf.tiny.wan:save_tiny_wan_vace",
+    "wan_refiner": "ditto_hf.tiny.wan:save_tiny_wan_refiner",
 }
 
 

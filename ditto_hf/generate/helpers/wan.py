@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelRegistry, ModelSpec
+from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
 
 #: Wan's published negative prompt (English form used in the diffusers examples).
 WAN_NEGATIVE_PROMPT = (
@@ -24,9 +24,7 @@ SIZE_MULTIPLE = 16
 def check_size(stage: str, width: int, height: int) -> None:
     """Raise a :class:`DittoError` unless ``width`` x ``height`` suits the Wan VAE and transformer."""
     if width <= 0 or height <= 0 or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
-        raise DittoError(
-            f"{stage}: width and height must be positive multiples of {SIZE_MULTIPLE}, got {width}x{height}"
-        )
+        raise DittoError(f"{stage}: width and height must be positive multiples of {SIZE_MULTIPLE}, got {width}x{height}")
 
 
 def check_frame_count(stage: str, num_frames: int) -> None:

@@ -64,9 +64,7 @@ def tiny_wan_vae():
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(0)
-    return AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
+    return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
 
 
 def tiny_flow_scheduler(flow_shift: float = 3.0):
@@ -169,12 +167,8 @@ def save_tiny_wan_lora(directory: Path, *, rank: int = 4, seed: int = 0) -> Path
 
     transformer = tiny_wan_vace_transformer()
     torch.manual_seed(seed)
-    config = LoraConfig(
-        r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
-    )
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
     transformer.add_adapter(config)
     directory = Path(directory)
-    WanVACEPipeline.save_lora_weights(
-        directory, transformer_lora_layers=get_peft_model_state_dict(transformer), safe_serialization=True
-    )
+    WanVACEPipeline.save_lora_weights(directory, transformer_lora_layers=get_peft_model_state_dict(transformer), safe_serialization=True)
     return directory / "pytorch_lora_weights.safetensors"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.engines.base import Engine, EngineJob
-from ditto_hf.generate.inputs import discover_samples
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.recipe import Recipe, load_recipe
-from ditto_hf.generate.report import ProgressMonitor, cost_table
-from ditto_hf.generate.run import RunDir
-from ditto_hf.generate.sample import Sample
+from ditto_hf.generate.run.inputs import discover_samples
+from ditto_hf.generate.run.recipe import Recipe, load_recipe
+from ditto_hf.generate.run.report import ProgressMonitor, cost_table
+from ditto_hf.generate.run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
@@ -46,24 +46,32 @@ class RunResult:
         return [sample for sample in self.records if sample.status == "rejected"]
 
 
-def make_engine(name: str, job: EngineJob, ray_address: str | None = None) -> Engine:
-    """The engine called ``name`` (``local`` or ``ray``)."""
+def make_engine(name: str, job: EngineJob, *, ray_address: str | None = None, wave_size: int | None = None) -> Engine:
+    """The engine called ``name`` with its own options: ``wave_size`` (local), ``ray_address`` (ray)."""
+    from ditto_hf.errors import DittoError
+
     if name == "local":
         from ditto_hf.generate.engines.local import LocalEngine
 
-        return LocalEngine(job)
+        return LocalEngine(job, wave_size=wave_size)
+    if wave_size:
+        raise DittoError(f"wave_size applies to the local engine, not to {name!r}")
     if name == "ray":
         try:
             from ditto_hf.generate.engines.ray import RayEngine
         except ImportError as exc:
-            from ditto_hf.errors import DittoError
-
             raise DittoError(f"the ray engine needs Ray: pip install 'ditto-hf[ray]' ({exc})") from exc
         return RayEngine(job, address=ray_address)
-    raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")
+    raise DittoError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
 
 
-def prepare(recipe: str | Path | Recipe, output: str | Path, src: str | Path | None = None, limit: int | None = None, command: list[str] | None = None) -> tuple[Recipe, RunDir, list[Sample]]:
+def prepare(
+    recipe: str | Path | Recipe,
+    output: str | Path,
+    src: str | Path | None = None,
+    limit: int | None = None,
+    command: list[str] | None = None,
+) -> tuple[Recipe, RunDir, list[Sample]]:
     """Load and validate the recipe, record it in the run directory and list the samples."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe.validate()
@@ -91,8 +99,10 @@ def execute(
     names = [spec.name for spec in recipe.stages]
     items = [run.resume_point(sample, names, retry_failed) for sample in samples]
     overrides = {key: ModelSpec.coerce(value) for key, value in recipe.model_overrides.items()}
-    job = EngineJob(run_root=run.root, stages=recipe.stages, seed=recipe.seed, model_overrides=overrides, torch_threads=recipe.torch_threads, wave_size=wave_size)
-    runner = make_engine(engine, job, ray_address)
+    job = EngineJob(
+        run_root=run.root, stages=recipe.stages, seed=recipe.seed, model_overrides=overrides, torch_threads=recipe.torch_threads
+    )
+    runner = make_engine(engine, job, ray_address=ray_address, wave_size=wave_size)
     start = time.perf_counter()
     if console is None:
         records = runner.run(items)

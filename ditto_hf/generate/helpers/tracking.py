@@ -10,8 +10,8 @@ RAFT weights are loaded from safetensors only: a local directory, a ``.safetenso
 repo holding ``model.safetensors`` (a torchvision RAFT state dict). Convert torchvision's official
 weights once with::
 
-    python -m ditto_hf.generate.tracking convert OUT_DIR --variant raft_large
-    python -m ditto_hf.generate.tracking convert OUT_DIR --variant raft_large --checkpoint raft_large_C_T_SKHT_V2-ff5fadd5.pth
+    python -m ditto_hf.generate.helpers.tracking convert OUT_DIR --variant raft_large
+    python -m ditto_hf.generate.helpers.tracking convert OUT_DIR --variant raft_large --checkpoint raft_large_C_T_SKHT_V2-ff5fadd5.pth
 
 (the first form downloads the checkpoint through torchvision; the second converts a ``.pth`` you
 already have), then point the motion stage's ``model`` at ``OUT_DIR`` or at a Hub repo you uploaded
@@ -207,7 +207,7 @@ def resolve_weights(model_id: str, *, revision: str | None = None, subfolder: st
         raise DittoError(
             "motion: no RAFT weights configured. Set the motion stage's `model` to a directory or Hub repo "
             f"holding {WEIGHTS_NAME} (a torchvision RAFT state dict); make one with "
-            "`python -m ditto_hf.generate.tracking convert OUT_DIR --variant raft_large`"
+            "`python -m ditto_hf.generate.helpers.tracking convert OUT_DIR --variant raft_large`"
         )
     path = Path(model_id).expanduser()
     if path.is_file():
@@ -215,12 +215,14 @@ def resolve_weights(model_id: str, *, revision: str | None = None, subfolder: st
     if path.is_dir():
         candidate = path / (subfolder or "") / WEIGHTS_NAME
         if not candidate.is_file():
-            raise DittoError(f"{path}: no {WEIGHTS_NAME} found; convert RAFT weights with `python -m ditto_hf.generate.tracking convert {path}`")
+            raise DittoError(
+                f"{path}: no {WEIGHTS_NAME} found; convert RAFT weights with `python -m ditto_hf.generate.helpers.tracking convert {path}`"
+            )
         return candidate
     if model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
         raise DittoError(
             f"{path}: no such RAFT weights folder or file; make it with "
-            f"`python -m ditto_hf.generate.tracking convert {model_id}` (or give a Hub repo id owner/name)"
+            f"`python -m ditto_hf.generate.helpers.tracking convert {model_id}` (or give a Hub repo id owner/name)"
         )
     from huggingface_hub import hf_hub_download
 
@@ -282,7 +284,7 @@ def convert_command(output: str, variant: str, checkpoint: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="python -m ditto_hf.generate.tracking")
+    cli.main(args=argv, prog_name="python -m ditto_hf.generate.helpers.tracking")
 
 
 if __name__ == "__main__":

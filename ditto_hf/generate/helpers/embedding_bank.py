@@ -156,7 +156,9 @@ class EmbeddingBank:
             best = torch.where(better, similarity, best)
             where[better] = torch.stack([torch.full_like(row, number), row], dim=1)[better]
         best = best.clamp(max=1.0)  # float16 storage can round a self-similarity just above 1
-        return [self._match(float(score), int(number), int(row)) for score, (number, row) in zip(best.tolist(), where.tolist())]
+        return [
+            self._match(float(score), int(number), int(row)) for score, (number, row) in zip(best.tolist(), where.tolist(), strict=True)
+        ]
 
     def _block_tensors(self):
         for block in self.blocks:
@@ -178,7 +180,7 @@ class EmbeddingBank:
             raise ValueError(f"{len(ids)} ids for {embeddings.shape[0]} embeddings")
         if self.dim is None:
             self.dim = int(embeddings.shape[1])
-        for id_, row in zip(ids, embeddings.detach().to("cpu", self.dtype)):
+        for id_, row in zip(ids, embeddings.detach().to("cpu", self.dtype), strict=True):
             self._open_ids.append(id_)
             self._open_rows.append(row)
             self.own_ids.add(id_)

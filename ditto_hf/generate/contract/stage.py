@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ditto_hf.generate.models import ModelRegistry, ModelSpec
-from ditto_hf.generate.sample import Sample
+from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
+from ditto_hf.generate.contract.sample import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class StageConfig:
     batch_size: int = 1
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "StageConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> StageConfig:
         """Build from a recipe mapping; nested ``ModelSpec`` fields accept mappings or plain ids."""
         data = dict(data or {})
         known = {f.name for f in dataclasses.fields(cls)}

@@ -15,7 +15,7 @@ Storage on disk, one folder per repo (``<root>/<type>s/<namespace>/<name>/``):
 Tests can corrupt stored bytes (:meth:`HubServer.corrupt`), make routes fail transiently
 (:meth:`HubServer.fail_next`) and read traffic counters
 (:attr:`HubServer.bytes_served`, :attr:`HubServer.requests`). Run it on its own with
-``python tests/hub_server.py --port P --root DIR``; the counters are then at ``GET /_loopback/stats``.
+``python -m ditto_hf.testing.hub_server --port P --root DIR``; the counters are then at ``GET /_loopback/stats``.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     """Routes Hub API calls to :class:`HubStorage`."""
 
     protocol_version = "HTTP/1.1"
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     ROUTES = [
         ("POST", r"/api/repos/create", "create_repo"),
@@ -496,9 +496,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 href = f"{self._endpoint()}/_lfs/{type_plural}/{repo}/{obj['oid']}"
                 answer["actions"] = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
             objects.append(answer)
-        self._send_json(
-            {"transfer": "basic", "objects": objects}, 200, {"Content-Type": "application/vnd.git-lfs+json"}
-        )
+        self._send_json({"transfer": "basic", "objects": objects}, 200, {"Content-Type": "application/vnd.git-lfs+json"})
 
     def handle_lfs_put(self, type, repo, oid) -> None:  # noqa: A002
         store = self._repo(type, repo)
@@ -529,9 +527,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             files = dict(head["files"])
             for line in lines:
                 self._apply_operation(store, files, line["key"], line["value"])
-            commit_id = store.write_commit(
-                rev, head["id"], header.get("summary", "update"), header.get("description", ""), files
-            )
+            commit_id = store.write_commit(rev, head["id"], header.get("summary", "update"), header.get("description", ""), files)
         prefix = "" if type == "models" else f"{type}/"
         self._send_json(
             {
@@ -545,9 +541,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     @staticmethod
     def _apply_operation(store: Repo, files: dict, key: str, value: dict) -> None:
         if key == "file":
-            content = (
-                base64.b64decode(value["content"]) if value.get("encoding") == "base64" else value["content"].encode()
-            )
+            content = base64.b64decode(value["content"]) if value.get("encoding") == "base64" else value["content"].encode()
             files[value["path"]] = file_entry(store.store_object(content), len(content), False, content)
         elif key == "lfsFile":
             if not store.has_object(value["oid"], value.get("size")):
@@ -715,7 +709,7 @@ class HubServer:
         """Answer the next ``times`` requests of ``route`` (e.g. ``"POST commit"``) with ``status``."""
         self._http.failures.setdefault(route, []).extend([status] * times)
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._thread = threading.Thread(target=self._http.serve_forever, name="loopback-hub", daemon=True)
         self._thread.start()
         return self
@@ -741,7 +735,7 @@ class HubServer:
             data[i] ^= 0xFF
         blob.write_bytes(bytes(data))
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

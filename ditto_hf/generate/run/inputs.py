@@ -23,8 +23,8 @@ from itertools import islice
 from pathlib import Path
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.run import RunDir, atomic_write
-from ditto_hf.generate.sample import Sample
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.run.rundir import RunDir, atomic_write
 
 logger = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")

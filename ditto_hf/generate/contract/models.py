@@ -26,7 +26,7 @@ class ModelSpec:
     offload: Offload = "none"  # diffusers CPU offload policy on CUDA
 
     @classmethod
-    def coerce(cls, value: "ModelSpec | str | dict") -> "ModelSpec":
+    def coerce(cls, value: ModelSpec | str | dict) -> ModelSpec:
         """Accept a spec, a bare id, or a mapping of spec fields (as written in recipes)."""
         if isinstance(value, ModelSpec):
             return value
@@ -34,7 +34,7 @@ class ModelSpec:
             return cls(id=value)
         return cls(**value)
 
-    def with_overrides(self, **changes: Any) -> "ModelSpec":
+    def with_overrides(self, **changes: Any) -> ModelSpec:
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     def to_dict(self) -> dict:

@@ -44,7 +44,7 @@ def save_tiny_raft(directory: Path, *, seed: int = 0, constant_flow: tuple[float
     that, run with ``num_flow_updates`` iterations, the model predicts exactly that flow (pixels at
     its input size) everywhere — a RAFT whose output is known, for checking the motion wiring.
     """
-    from ditto_hf.generate.tracking import build_raft, save_raft
+    from ditto_hf.generate.helpers.tracking import build_raft, save_raft
 
     torch.manual_seed(seed)
     raft = build_raft("raft_small")

@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.recipe import Recipe
-from ditto_hf.generate.run import RunDir
-from ditto_hf.generate.sample import Sample
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.run.recipe import Recipe
+from ditto_hf.generate.run.rundir import RunDir
 
 PAPER_GPU_MINUTES_PER_SAMPLE = 10.0  # the paper's figure after distillation and quantisation
 
@@ -37,7 +37,15 @@ class ProgressMonitor:
         self.first: dict[str, tuple[float, int]] = {}  # (time, new markers) when new markers first appeared
         self.latest: dict[str, tuple[float, int]] = {}  # ... and when they last grew
         self.resumed = {stage: self._scan(stage) for stage in stages}  # markers from earlier invocations
-        self.progress = Progress(TextColumn("{task.fields[stage]:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.fields[stage]:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
         self.tasks = {stage: self.progress.add_task(stage, stage=stage, status="", total=total) for stage in stages}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
@@ -133,12 +141,22 @@ def plan_table(recipe: Recipe, num_samples: int | None) -> Table:
     gpu_seconds = 0.0
     for spec in recipe.stages:
         stage_class, config, resources = spec.stage_class(), spec.build_config(), spec.resources
-        models = [f"{field.name}={getattr(config, field.name).id}" for field in fields(config) if isinstance(getattr(config, field.name), ModelSpec)]
+        models = [
+            f"{field.name}={getattr(config, field.name).id}"
+            for field in fields(config)
+            if isinstance(getattr(config, field.name), ModelSpec)
+        ]
         estimate = spec.estimate_seconds
         gpu_seconds += (estimate or 0.0) * resources.gpus
         table.add_row(
-            spec.name, stage_class.__qualname__, "\n".join(models) or "-", f"{resources.gpus:g}", f"{resources.memory_gb:g}",
-            str(resources.max_workers or spec.workers or "-"), str(config.batch_size), "?" if estimate is None else f"{estimate:g}",
+            spec.name,
+            stage_class.__qualname__,
+            "\n".join(models) or "-",
+            f"{resources.gpus:g}",
+            f"{resources.memory_gb:g}",
+            str(resources.max_workers or spec.workers or "-"),
+            str(config.batch_size),
+            "?" if estimate is None else f"{estimate:g}",
         )
     total = "" if num_samples is None else f", {gpu_seconds * num_samples / 3600:.2f} GPU-hours for {num_samples} clip(s)"
     table.caption = (

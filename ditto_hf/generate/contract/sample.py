@@ -8,6 +8,9 @@ from typing import Literal
 
 Status = Literal["ok", "rejected", "failed"]
 
+#: Edit types of the generation taxonomy (the paper's global / local split), as ``Sample.edit_type``.
+EDIT_TYPES = ("global_style", "global_freeform", "local_replace", "local_add", "local_remove")
+
 
 @dataclass
 class Sample:
@@ -47,14 +50,14 @@ class Sample:
         """The final edited video: the refined one if the refiner ran, else the generated one."""
         return self.refined or self.generated
 
-    def reject(self, stage: str, reason: str, **scores: float) -> "Sample":
+    def reject(self, stage: str, reason: str, **scores: float) -> Sample:
         """Mark the sample as filtered out by ``stage``, keeping the reason and the scores."""
         self.status, self.rejected_by = "rejected", stage
         self.reasons[stage] = reason
         self.scores.update(scores)
         return self
 
-    def fail(self, stage: str, error: BaseException | str) -> "Sample":
+    def fail(self, stage: str, error: BaseException | str) -> Sample:
         """Record that ``stage`` could not process the sample."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self.status, self.rejected_by, self.error = "failed", stage, message
@@ -67,10 +70,10 @@ class Sample:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Sample":
+    def from_dict(cls, data: dict) -> Sample:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
     @classmethod
-    def from_json(cls, text: str) -> "Sample":
+    def from_json(cls, text: str) -> Sample:
         return cls.from_dict(json.loads(text))

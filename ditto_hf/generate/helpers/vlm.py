@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.models import ModelSpec
-from ditto_hf.generate.sample import Sample
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.contract.models import ModelSpec
+from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 from ditto_hf.video import read_frames
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Prompt:
     schema: dict
 
     @classmethod
-    def load(cls, name: str) -> "Prompt":
+    def load(cls, name: str) -> Prompt:
         """Load ``<name>.txt`` + ``<name>.json`` from the packaged prompts, or from a path to a ``.txt``."""
         path = Path(name)
         if path.suffix == ".txt":
@@ -90,9 +90,7 @@ class StructuredVLM:
 
         self.model, self.processor, self.max_new_tokens = model, processor, max_new_tokens
         vocab_size = model.config.get_text_config().vocab_size
-        self._compiler = xgrammar.GrammarCompiler(
-            xgrammar.TokenizerInfo.from_huggingface(processor.tokenizer, vocab_size=vocab_size)
-        )
+        self._compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(processor.tokenizer, vocab_size=vocab_size))
         self._grammars: dict[str, Any] = {}
 
     def grammar(self, schema: dict):
@@ -104,18 +102,12 @@ class StructuredVLM:
 
     def chat_text(self, request: Request) -> str:
         """The request as chat-template text, with a video placeholder per video."""
-        parts = [
-            {"type": "text", "text": part} if isinstance(part, str) else {"type": "video"} for part in request.content
-        ]
-        return self.processor.apply_chat_template(
-            [{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False
-        )
+        parts = [{"type": "text", "text": part} if isinstance(part, str) else {"type": "video"} for part in request.content]
+        return self.processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False)
 
     def encode(self, requests: list[Request]):
         """Processor inputs for a batch of requests (left-padded; videos in request order)."""
-        videos = [
-            (part, request.fps) for request in requests for part in request.content if isinstance(part, torch.Tensor)
-        ]
+        videos = [(part, request.fps) for request in requests for part in request.content if isinstance(part, torch.Tensor)]
         metadata = [{"fps": fps, "total_num_frames": len(frames)} for frames, fps in videos]
         return self.processor(
             text=[self.chat_text(request) for request in requests],
@@ -220,7 +212,7 @@ class VLMStage(Stage):
         """Ask the VLM once for the whole batch, then apply each answer; a bad answer fails its sample only."""
         requests = [self.request(sample) for sample in samples]
         answers = self.vlm.answer(requests)
-        for sample, request, text in zip(samples, requests, answers):
+        for sample, request, text in zip(samples, requests, answers, strict=True):
             try:
                 self.apply(sample, parse_answer(text, request.schema))
             except VLMAnswerError as exc:

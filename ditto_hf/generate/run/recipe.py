@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from ditto_hf.errors import DittoError
-from ditto_hf.generate.stage import Resources, Stage, StageConfig
+from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 
 ENGINE_KEYS = ("class", "estimate_seconds", "workers")
 TINY_PLACEHOLDER = "{tiny}"
@@ -49,16 +49,25 @@ class StageSpec:
     workers: int | None = None
 
     def stage_class(self) -> type[Stage]:
-        """The stage class (imported on use, so a worker imports only its own stage)."""
+        """The stage class (imported on use, so a worker imports only its own stage).
+
+        The recipe key is the stage's one name (markers, scores, timings, reports): a ``class:``
+        entry must sit under the name its class declares.
+        """
         if self.class_path is None:
             from ditto_hf.generate.stages import stage_class
 
             return stage_class(self.name)
         module_name, _, class_name = self.class_path.partition(":")
         try:
-            return getattr(importlib.import_module(module_name), class_name)
+            cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as exc:
             raise DittoError(f"stage {self.name!r}: cannot import class {self.class_path!r} ({exc})") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise DittoError(f"stage {self.name!r}: {self.class_path} is not a Stage subclass")
+        if cls.name != self.name:
+            raise DittoError(f"stage {self.name!r}: class {self.class_path} is the stage {cls.name!r}; use {cls.name!r} as its recipe key")
+        return cls
 
     @property
     def resources(self) -> Resources:
@@ -73,8 +82,10 @@ class StageSpec:
         except TypeError as exc:
             raise DittoError(f"recipe stage {self.name!r}: bad config ({exc})") from exc
 
+    @property
     def batch_size(self) -> int:
-        return max(1, int(self.config.get("batch_size", 1)))
+        """Samples per ``process`` call, from the typed config."""
+        return max(1, self.build_config().batch_size)
 
 
 @dataclass
@@ -158,7 +169,7 @@ def _recipe_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def _tiny_root(root: Path | None) -> Path:
-    from ditto_hf.testing.tiny import build_tiny_checkpoints, default_tiny_root
+    from ditto_hf.tiny import build_tiny_checkpoints, default_tiny_root
 
     root = Path(root) if root is not None else default_tiny_root()
     build_tiny_checkpoints(root)
