@@ -48,7 +48,8 @@ def lora_state_dict(spelling: str, *, rank: int = 4, alpha: float = 8.0, seed: i
     """Random LoRA factors for every VACE block (main blocks 0-2 for ``comfy-main``) of the tiny transformer.
 
     ``comfy-main`` also carries what ComfyUI files extracted from a fine-tune carry: bias deltas
-    (``diff_b``) on some layers and zero-valued norm deltas (``norm3.diff``).
+    (``diff_b``) on some layers and zero-valued deltas of norms and modulation tables (``norm3.diff``,
+    ``norm3.diff_b``, ``diff_m``).
     """
     template, (down_name, up_name), with_alpha = SPELLINGS[spelling]
     generator = torch.Generator().manual_seed(seed)
@@ -66,6 +67,8 @@ def lora_state_dict(spelling: str, *, rank: int = 4, alpha: float = 8.0, seed: i
         if spelling == "comfy-main":
             state[f"diffusion_model.blocks.{index}.ffn.2.diff_b"] = torch.randn(TINY_DIM, generator=generator) * scale
             state[f"diffusion_model.blocks.{index}.norm3.diff"] = torch.zeros(TINY_DIM)
+            state[f"diffusion_model.blocks.{index}.norm3.diff_b"] = torch.zeros(TINY_DIM)
+            state[f"diffusion_model.blocks.{index}.diff_m"] = torch.zeros(1, 6, TINY_DIM)
     return state
 
 

@@ -130,6 +130,23 @@ def test_the_source_video_is_the_vace_context_without_mask_or_reference(editto, 
     assert all(candidate.abs().max() == 0 or any(torch.allclose(candidate, frame, atol=1e-5) for frame in source) for candidate in seen)
 
 
+def test_the_quality_preset_samples_at_diffsynths_noise_levels(editto, clips):
+    """DiffSynth's Wan sampler (the official inference): N Euler steps at shift(1 - i/N), then to 0."""
+    timesteps: list[torch.Tensor] = []
+    hook = editto.pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: timesteps.append(kwargs["timestep"]), with_kwargs=True
+    )
+    try:
+        editto(clips["orbit"], INSTRUCTION, num_inference_steps=4, show_progress=False)
+    finally:
+        hook.remove()
+    sigmas = torch.linspace(1, 0, 4 + 1)[:-1]
+    expected = 1000 * 5 * sigmas / (1 + 4 * sigmas)  # shift 5, DiffSynth's FlowMatchScheduler(sigma_min=0, extra_one_step=True)
+    seen = torch.stack([step.flatten()[0] for step in timesteps[::2]])  # guidance 5: a conditional and an unconditional pass per step
+    assert len(timesteps) == 8 and torch.allclose(seen, expected, rtol=0, atol=1e-3)
+    assert torch.equal(editto.pipe.scheduler.sigmas[-1], torch.tensor(0.0))
+
+
 def test_a_portrait_input_gets_an_upright_size_and_frames_work_as_input(editto, clips, tmp_path):
     portrait = editto(clips["portrait"], INSTRUCTION, show_progress=False)
     assert portrait.frames.shape == (5, 64, 32, 3) and "resized to 32x64" in portrait.note

@@ -95,7 +95,7 @@ def test_every_spelling_gives_the_output_of_a_diffsynth_merge(spelling, tiny_vac
         ("diffsynth-prefixed", "Wan/DiffSynth names, lora_A/lora_B, prefix diffusion_model., 20 layers (rank 4) on the VACE branch"),
         ("vace-attached", "Wan/DiffSynth names, VACE blocks as blocks.L.vace, lora_A/lora_B, 20 layers"),
         ("down-up-alpha", "Wan/DiffSynth names, lora_down/lora_up, alpha, 20 layers"),
-        ("comfy-main", "lora_down/lora_up, alpha, prefix diffusion_model., 30 layers (rank 4) on the main blocks; ignored 3 weight delta"),
+        ("comfy-main", "lora_down/lora_up, alpha, prefix diffusion_model., 30 layers (rank 4) on the main blocks; ignored 9 weight delta"),
         ("diffusers", "diffusers names, 20 layers (rank 4) on the VACE branch"),
     ],
 )
@@ -141,12 +141,36 @@ def test_main_block_keys_convert_as_diffusers_own_wan_conversion_does(layout, tm
 
 def test_a_full_weight_delta_of_a_linear_layer_is_kept_exactly_and_norm_deltas_are_reported(layout):
     delta = torch.randn(64, 24)
-    state = {"diffusion_model.head.head.diff": delta, "diffusion_model.blocks.0.norm3.diff": torch.full((24,), 0.25)}
+    state = {
+        "diffusion_model.head.head.diff": delta,
+        "diffusion_model.blocks.0.norm3.diff": torch.full((24,), 0.25),
+        "diffusion_model.blocks.0.norm3.diff_b": torch.zeros(24),
+        "diffusion_model.blocks.1.diff_m": torch.zeros(1, 6, 24),
+        "diffusion_model.head.modulation.diff": torch.zeros(1, 2, 24),
+        "diffusion_model.patch_embedding.diff_b": torch.zeros(24),
+    }
     converted = convert_lora(state, layout, source="deltas.safetensors")
     lora = converted.state_dict
     assert torch.equal(lora["transformer.proj_out.lora_B.weight"] @ lora["transformer.proj_out.lora_A.weight"], delta)
-    assert converted.dropped == ("diffusion_model.blocks.0.norm3.diff",)
-    assert "ignored 1 weight delta(s)" in converted.describe() and "largest |delta| 0.25" in converted.describe()
+    assert set(converted.dropped) == set(state) - {"diffusion_model.head.head.diff"}
+    assert "ignored 5 weight delta(s)" in converted.describe() and "largest |delta| 0.25" in converted.describe()
+
+
+def test_deltas_of_parameters_the_model_lacks_or_of_the_wrong_shape_are_errors(layout):
+    """A delta is only ever skipped when it names a parameter of the model with its shape."""
+    state = {
+        "diffusion_model.head.head.diff": torch.randn(64, 24),
+        "diffusion_model.blocks.0.cross_attn.norm_k_img.diff": torch.zeros(24),  # an image-to-video model's norm
+        "diffusion_model.blocks.7.norm3.diff": torch.zeros(24),  # the tiny model has 3 blocks
+        "diffusion_model.blocks.0.diff_m": torch.zeros(1, 6, 48),
+    }
+    with pytest.raises(LoraMismatchError) as caught:
+        convert_lora(state, layout, source="i2v.safetensors")
+    message = str(caught.value)
+    assert "3 problem(s)" in message
+    assert "blocks.0.cross_attn.norm_k_img.diff: no parameter blocks.0.cross_attn.norm_k_img in the model" in message
+    assert "blocks.7.norm3.diff: no parameter blocks.7.norm3" in message
+    assert "blocks.0.diff_m: shape 1x6x48, the model's blocks.0.scale_shift_table is 1x6x24" in message
 
 
 def test_keys_that_cannot_be_placed_are_one_error_naming_the_file_and_the_keys(layout):
@@ -222,6 +246,8 @@ def test_only_safetensors_files_are_read(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "lora.pt")
     with pytest.raises(DittoError, match="safetensors files only"):
         read_weights(tmp_path / "lora.pt")
+    with pytest.raises(DittoError, match="absent.safetensors: no such file"):
+        read_weights(tmp_path / "absent.safetensors")
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DittoError, match="not a readable safetensors file"):
         read_weights(tmp_path / "broken.safetensors")

@@ -209,13 +209,15 @@ def _load_pipeline(model: str, dtype: torch.dtype, vae_dtype: torch.dtype):
 
 def _scheduler(settings: EditPreset, base_config: dict):
     """The preset's flow-matching sampler with its shift."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    from diffusers import UniPCMultistepScheduler
+
+    from ditto_hf.edit.schedulers import DiffSynthFlowMatchScheduler
 
     if settings.scheduler == "unipc":
         return UniPCMultistepScheduler.from_config(
             base_config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=settings.flow_shift
         )
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=base_config.get("num_train_timesteps", 1000), shift=settings.flow_shift)
+    return DiffSynthFlowMatchScheduler(num_train_timesteps=base_config.get("num_train_timesteps", 1000), shift=settings.flow_shift)
 
 
 def _pil_frames(frames: torch.Tensor) -> list:

@@ -41,7 +41,7 @@ class EditPreset:
     guidance_scale: float
     #: Flow-matching shift of the sampler's sigmas.
     flow_shift: float
-    #: ``flow_match_euler`` (DiffSynth's sampler) or ``unipc`` (ComfyUI's, the Wan repos' default).
+    #: ``flow_match_euler`` (DiffSynth's sampler and sigma schedule) or ``unipc`` (ComfyUI's, the Wan repos' default).
     scheduler: Literal["flow_match_euler", "unipc"]
     #: Strength of the VACE context (the source video) in the VACE blocks.
     conditioning_scale: float = 1.0
@@ -64,7 +64,7 @@ class EditPreset:
 PRESETS: dict[str, EditPreset] = {
     "quality": EditPreset(
         name="quality",
-        description="the official inference (DiffSynth): 50 flow-matching Euler steps, guidance 5, shift 5",
+        description="the official inference (DiffSynth): 50 flow-matching Euler steps on DiffSynth's schedule, guidance 5, shift 5",
         width=832,
         height=480,
         num_frames=73,

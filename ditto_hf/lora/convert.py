@@ -6,9 +6,10 @@ DiffSynth merges a file: a key with ``.alpha`` is scaled by ``alpha / rank``, a 
 (DiffSynth trains with PEFT at alpha = rank). diffusers loads alpha-free files with alpha = rank, so
 ``set_adapters(name, w)`` gives ``W + w * B @ A``, DiffSynth's ``W += w * B @ A``.
 
-Nothing is dropped silently: every key is placed on a layer of the model, folded in, or (full
-weight deltas ``.diff`` of norms and modulation tables, which no LoRA layer can carry, as in
-diffusers' own Wan conversion) reported in :attr:`ConvertedLora.dropped`. Anything else is a
+Nothing is dropped silently: every key is placed on a layer of the model, folded in, or (deltas
+``.diff`` / ``.diff_b`` / ``.diff_m`` of parameters outside linear layers -- norms, modulation tables,
+convolutions -- which no LoRA layer can carry; diffusers' own Wan conversion skips them too) checked
+against the model's parameter and reported in :attr:`ConvertedLora.dropped`. Anything else is a
 :class:`LoraMismatchError` naming the file and the keys, raised before any model is touched.
 """
 
@@ -51,7 +52,8 @@ class ConvertedLora:
     ranks: dict[str, int]
     #: Which parts of the transformer it adapts: ``"vace"`` (the VACE branch) and/or ``"main"``.
     branches: tuple[str, ...]
-    #: Weight deltas of norm / modulation parameters that LoRA layers cannot carry (keys as in the file).
+    #: Deltas of parameters outside linear layers (norms, modulation, convolutions) that LoRA layers
+    #: cannot carry (keys as in the file); each names a parameter of the model, with its shape.
     dropped: tuple[str, ...] = ()
     #: Largest absolute value among the dropped deltas (0: they changed nothing).
     dropped_max: float = 0.0
@@ -63,8 +65,8 @@ class ConvertedLora:
         text = f"{self.source}: {self.spelling}, {len(self.ranks)} layers ({rank}) on {where}"
         if self.dropped:
             text += (
-                f"; ignored {len(self.dropped)} weight delta(s) of norm/modulation parameters that LoRA layers cannot carry "
-                f"(largest |delta| {self.dropped_max:.3g})"
+                f"; ignored {len(self.dropped)} weight delta(s) of parameters outside linear layers (norms, modulation, "
+                f"convolutions), which LoRA layers cannot carry (largest |delta| {self.dropped_max:.3g})"
             )
         return text
 
@@ -93,8 +95,10 @@ def convert_lora(state_dict: dict[str, torch.Tensor], layout: TransformerLayout,
     dropped: list[tuple[str, torch.Tensor]] = []
     for module, factors in modules.items():
         if module not in layout.linears:
-            if set(factors) == {"diff"}:
-                dropped.append((factors["diff"][0].key, factors["diff"][1]))
+            if set(factors) <= {"diff", "bias"}:
+                module_problems = _parameter_delta_problems(module, factors, layout)
+                problems += module_problems
+                dropped += [] if module_problems else [(parsed.key, tensor) for parsed, tensor in factors.values()]
             else:
                 problems += [f"{parsed.key}: no layer {module} in the model" for parsed, _ in factors.values()]
             continue
@@ -157,6 +161,23 @@ def _lora_factors(module: str, factors: dict, shape: tuple[int, int]) -> tuple[d
     if bias is not None:
         tensors["lora_B.bias"] = bias
     return tensors, []
+
+
+def _parameter_delta_problems(module: str, factors: dict, layout: TransformerLayout) -> list[str]:
+    """Deltas of a module that is no linear layer must each name a parameter of the model, with its shape."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    problems = []
+    for factor, (parsed, tensor) in factors.items():
+        candidates = [f"{module}.bias"] if factor == "bias" else [module, f"{module}.weight"]  # a table or a layer's weight
+        if not parsed.key.startswith("transformer."):  # Wan names -> diffusers names, as single-file loading renames them
+            candidates = [next(iter(convert_wan_transformer_to_diffusers({name: tensor}))) for name in candidates]
+        name = next((name for name in candidates if name in layout.parameters), None)
+        if name is None:
+            problems.append(f"{parsed.key}: no parameter {module} in the model")
+        elif tuple(tensor.shape) != layout.parameters[name]:
+            problems.append(f"{parsed.key}: shape {_shape(tensor)}, the model's {name} is {'x'.join(map(str, layout.parameters[name]))}")
+    return problems
 
 
 def _delta_as_lora(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

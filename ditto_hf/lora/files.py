@@ -60,6 +60,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise DittoError(f"{path}: weights are read from .safetensors files only")
+    if not path.is_file():
+        raise DittoError(f"{path}: no such file")
     try:
         return load_file(path)
     except (SafetensorError, OSError) as exc:

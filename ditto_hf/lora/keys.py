@@ -8,8 +8,8 @@ A key is ``[prefix.]<module>.<factor>``:
   ``head.head`` ...), in the ``blocks.{L}.vace.…`` form (the VACE block attached to main block ``L``,
   mapped through the transformer's ``vace_layers``), or already in diffusers names (``attn1.to_q`` ...);
 - factor: ``lora_A`` / ``lora_down`` (optionally ``.default``, PEFT's adapter name), ``lora_B`` /
-  ``lora_up``, ``.alpha`` (scale alpha / rank), ``.diff_b`` or ``lora_B.bias`` (a bias delta) and
-  ``.diff`` (a full weight delta).
+  ``lora_up``, ``.alpha`` (scale alpha / rank), ``.diff_b`` or ``lora_B.bias`` (a bias delta),
+  ``.diff`` (a full weight delta) and ``.diff_m`` (a delta of a block's modulation table).
 
 The renames are those of diffusers' Wan checkpoint conversion (``self_attn.q`` -> ``attn1.to_q``,
 ``cross_attn`` -> ``attn2``, ``ffn.0`` -> ``ffn.net.0.proj``, ``ffn.2`` -> ``ffn.net.2``,
@@ -97,6 +97,8 @@ def parse_key(key: str, vace_layers: tuple[int, ...]) -> LoraKey | None:
     the check against the model reports it.
     """
     body = strip_prefix(key)
+    if body.endswith(".diff_m"):  # lightx2v-style files: the delta of ``<block>.modulation``
+        body = body.removesuffix(".diff_m") + ".modulation.diff"
     ending = next((ending for ending in FACTORS if body.endswith(ending)), None)
     if ending is None:
         return None
