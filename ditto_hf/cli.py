@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mirror": ("hub", "Convert the original release into a Hub-native parquet mirror."),
     "check": ("hub", "Check a Hub repo or folder the way the dataset viewer sees it."),
     "generate": ("generate", "Generate new triplets with the Ditto model chain."),
+    "edit": ("edit", "Edit a video from a text instruction with Editto (Ditto LoRAs)."),
+    "lora": ("lora", "Convert Ditto / DiffSynth / ComfyUI Wan LoRAs for diffusers."),
 }
 
 

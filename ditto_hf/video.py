@@ -186,17 +186,22 @@ def _decode_indices(decoder, indices: list[int]) -> torch.Tensor:
     return batch[[position[index] for index in indices]]
 
 
+def center_crop_size(source: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of the largest centre crop of a ``source`` frame with the aspect of ``size``."""
+    (src_w, src_h), (width, height) = source, size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"target size must be positive, got {width}x{height}")
+    if src_w * height > width * src_h:  # source wider than target: crop width
+        return max(1, round(src_h * width / height)), src_h
+    return src_w, max(1, round(src_w * height / width))
+
+
 def center_crop_resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Centre-crop ``(T, C, H, W)`` uint8 frames to the aspect of ``size=(width, height)``, then resize
     (antialiased bilinear)."""
     width, height = size
-    if width <= 0 or height <= 0:
-        raise ValueError(f"target size must be positive, got {width}x{height}")
     _, _, src_h, src_w = frames.shape
-    if src_w * height > width * src_h:  # source wider than target: crop width
-        crop_w, crop_h = max(1, round(src_h * width / height)), src_h
-    else:
-        crop_w, crop_h = src_w, max(1, round(src_w * height / width))
+    crop_w, crop_h = center_crop_size((src_w, src_h), size)
     top, left = (src_h - crop_h) // 2, (src_w - crop_w) // 2
     frames = frames[:, :, top : top + crop_h, left : left + crop_w]
     if (crop_w, crop_h) == (width, height):

@@ -42,12 +42,31 @@ FORBIDDEN = {
         "ditto_hf.generate.run",
     ),
     "ditto_hf.generate.helpers": ("ditto_hf.generate.stages", "ditto_hf.generate.engines", "ditto_hf.generate.run"),
-    "ditto_hf.generate.stages": ("ditto_hf.generate.engines", "ditto_hf.generate.run", "ditto_hf.hub", "ditto_hf.tiny"),
+    "ditto_hf.generate.stages": ("ditto_hf.generate.engines", "ditto_hf.generate.run", "ditto_hf.hub", "ditto_hf.tiny", "ditto_hf.edit"),
     "ditto_hf.generate.engines": (
         "ditto_hf.generate.stages",
         "ditto_hf.generate.helpers",
         "ditto_hf.generate.run.driver",
         "ditto_hf.hub",
+    ),
+    "ditto_hf.lora": (
+        "ditto_hf.generate",
+        "ditto_hf.edit",
+        "ditto_hf.hub",
+        "ditto_hf.commands",
+        "ditto_hf.tiny",
+        "ditto_hf.builders",
+        "datasets",
+    ),
+    "ditto_hf.edit": (
+        "ditto_hf.generate.stages",
+        "ditto_hf.generate.engines",
+        "ditto_hf.generate.run",
+        "ditto_hf.hub",
+        "ditto_hf.commands",
+        "ditto_hf.tiny",
+        "ditto_hf.builders",
+        "datasets",
     ),
 }
 
@@ -108,10 +127,12 @@ def test_every_registered_stage_has_the_name_it_is_registered_under():
     "modules",
     [
         ["ditto_hf", "ditto_hf.video", "ditto_hf.cli"],
+        # the editing pipeline and the LoRA converter (datasets is no dependency of inference)
+        ["ditto_hf.edit", "ditto_hf.lora", "ditto_hf.commands.edit", "ditto_hf.commands.lora"],
         # what a Ray worker imports to run any stage of the chain
         ["ditto_hf.generate.engines.base", *(path.split(":")[0] for path in STAGES.values())],
     ],
-    ids=["video", "stage-worker"],
+    ids=["video", "edit", "stage-worker"],
 )
 def test_video_io_and_stage_workers_do_not_import_datasets(modules):
     code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\nprint('datasets' in sys.modules)"

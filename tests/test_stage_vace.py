@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lora_fixtures import write_lora
 from PIL import Image
 
 from ditto_hf.errors import DittoError
@@ -175,6 +176,17 @@ def test_lora_loads_and_its_weight_is_applied(baseline, checkpoints, tmp_path):
     assert (with_lora - reference).abs().max() > 1e-3
     stage.pipeline.set_adapters([LORA_ADAPTER], [0.0])  # weight 0 gives back the base model
     assert torch.equal(predictions(stage, Sample.from_dict(sample.to_dict())), reference)
+
+
+@pytest.mark.parametrize("spelling", ["comfy-main", "diffsynth-prefixed"])
+def test_a_comfyui_or_diffsynth_lora_in_the_recipe_goes_through_the_converter(spelling, baseline, checkpoints, tmp_path):
+    """CausVid-style ComfyUI keys (main blocks) and DiffSynth VACE keys, given as a folder + weight name."""
+    lora = write_lora(tmp_path / "loras" / "Wan21_CausVid_14B_T2V_lora_rank32.safetensors", spelling, scale=0.5)
+    sample = make_inputs(tmp_path, Path(baseline.samples[0].input_path))
+    reference = predictions(baseline.stage, Sample.from_dict(sample.to_dict()))
+    stage = make_stage(checkpoints, tmp_path, lora=str(lora.parent), lora_weight_name=lora.name)
+    assert stage.pipeline.get_list_adapters() == {"transformer": [LORA_ADAPTER]}
+    assert (predictions(stage, Sample.from_dict(sample.to_dict())) - reference).abs().max() > 1e-3
 
 
 def test_a_sample_with_a_missing_keyframe_fails_alone(baseline):

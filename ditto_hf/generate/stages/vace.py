@@ -4,14 +4,14 @@ diffusers' ``WanVACEPipeline`` receives the sample's depth video as the control 
 all ones: every pixel is generated under depth guidance), the edited keyframe as the single
 ``reference_images`` entry (centre-cropped to the output size like the depth frames, so both share
 one framing) and the edit instruction as the prompt. Portrait clips get a portrait output size. A step-distillation LoRA (e.g.
-CausVid) can be loaded with diffusers' LoRA loader for few-step generation; precision comes from
-the model spec's dtype (the VAE stays in ``vae_dtype``).
+CausVid) in any known spelling (ComfyUI, DiffSynth, diffusers) is converted and loaded by
+:mod:`ditto_hf.lora`, the editing pipeline's loader; precision comes from the model spec's dtype
+(the VAE stays in ``vae_dtype``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.models import ModelSpec
@@ -70,7 +70,7 @@ class VaceStage(Stage):
         max_sequence_length: int = 512
         #: Stage seed, mixed with the run seed and the sample id.
         seed: int = 0
-        #: Optional step-distillation LoRA: a Hub repo, a local folder, or a ``.safetensors`` file.
+        #: Optional step-distillation LoRA (any spelling ``ditto_hf.lora`` reads): a Hub repo, a local folder, or a ``.safetensors`` file.
         lora: str | None = None
         #: File inside ``lora`` when it is a repo/folder holding several weight files.
         lora_weight_name: str | None = None
@@ -95,14 +95,12 @@ class VaceStage(Stage):
             self._load_lora()
 
     def _load_lora(self) -> None:
-        """Load the distillation LoRA once into the (possibly shared) pipeline and weight it."""
-        source, weight_name = self.config.lora, self.config.lora_weight_name
-        if Path(source).is_file():
-            source, weight_name = str(Path(source).parent), Path(source).name
-        loaded = self.pipeline.get_list_adapters().get("transformer", [])
-        if LORA_ADAPTER not in loaded:
-            self.pipeline.load_lora_weights(source, weight_name=weight_name, adapter_name=LORA_ADAPTER, use_safetensors=True)
-        self.pipeline.set_adapters([LORA_ADAPTER], [self.config.lora_scale])
+        """Convert the LoRA (any known spelling) for this transformer, load it once into the (possibly
+        shared) pipeline and weight it."""
+        from ditto_hf.lora import LoraSpec, load_adapters
+
+        spec = LoraSpec(self.config.lora, self.config.lora_weight_name, scale=self.config.lora_scale, adapter_name=LORA_ADAPTER)
+        load_adapters(self.pipeline, [spec])
 
     def pipeline_inputs(self, sample: Sample) -> dict:
         """The keyword arguments of the VACE call for ``sample`` (everything but the generator)."""
