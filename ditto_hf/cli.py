@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mirror": ("hub", "Convert the original release into a Hub-native parquet mirror."),
     "check": ("hub", "Check a Hub repo or folder the way the dataset viewer sees it."),
     "generate": ("generate", "Generate new triplets with the Ditto model chain."),
+    "eval": ("evaluate", "Score edited videos: CLIP-T, CLIP-F and a VLM judge (Table 1)."),
 }
 
 
