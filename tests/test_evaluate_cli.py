@@ -219,3 +219,65 @@ def test_sources_resolve_from_the_jsonl_field_or_by_name(run_eval, bench, tmp_pa
     instructions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     code, _, stderr = run_eval(str(bench.edits), "--instructions", str(instructions), "--source", str(bench.sources))
     assert code == 0, stderr  # bar0's source is renamed.mp4 (9 frames), not the 5-frame decoy bar0.mp4
+
+
+def write_dataset_folder(bench, folder: Path, features: dict, columns: dict) -> Path:
+    """The bench's edits as a local parquet dataset with ``columns`` of ``features``."""
+    import datasets
+
+    dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    folder.mkdir(parents=True)
+    dataset.to_parquet(folder / "train.parquet")  # video paths only: the files stay in the bench
+    return folder
+
+
+def test_a_local_dataset_folder_with_class_label_categories(run_eval, bench, tmp_path):
+    import datasets
+
+    rows = [json.loads(line) for line in bench.instructions.read_text().splitlines()]
+    names = sorted({row["category"] for row in rows})
+    features = {
+        "edited": datasets.Video(),
+        "instruction": datasets.Value("string"),
+        "source": datasets.Value("string"),  # a path string, not a video: not read
+        "category": datasets.ClassLabel(names=names),
+    }
+    columns = {
+        "edited": [str(bench.edits / row["video"]) for row in rows],
+        "instruction": [row["instruction"] for row in rows],
+        "source": ["elsewhere.mp4"] * len(rows),
+        "category": [names.index(row["category"]) for row in rows],
+    }
+    folder = write_dataset_folder(bench, tmp_path / "edits-dataset", features, columns)
+    code, stdout, stderr = run_eval(str(folder), str(bench.edits), "--instructions", str(bench.instructions), "--json", "-")
+    assert code == 0, stderr
+    from_dataset, from_folder = json.loads(stdout)["systems"]
+    assert from_dataset["kind"] == "dataset" and from_folder["kind"] == "folder"
+    assert [edit["id"] for edit in from_dataset["edits"]] == [str(bench.edits / name) for name in bench.names]
+    assert from_dataset["categories"] == from_folder["categories"] and set(from_dataset["categories"]) == set(names)
+    assert from_dataset["scores"] == from_folder["scores"]
+
+
+def test_a_dataset_without_the_triplet_columns_is_a_one_line_error(run_eval, bench, tmp_path):
+    import datasets
+
+    features = {"edited": datasets.Video(), "prompt": datasets.Value("string")}
+    columns = {"edited": [str(bench.edits / bench.names[0])], "prompt": ["Make it snow."]}
+    folder = write_dataset_folder(bench, tmp_path / "no-instruction", features, columns)
+    code, _, stderr = run_eval(str(folder))
+    assert code == 1 and "Traceback" not in stderr
+    assert f"{folder}: needs an 'edited' Video column and an 'instruction' string column (columns: edited, prompt)" in stderr
+
+
+@pytest.mark.parametrize("option", ["--clip", "--vlm"])
+def test_a_model_that_cannot_be_loaded_is_a_one_line_error(bench, models, option, tmp_path, capsys):
+    from ditto_hf.cli import main
+
+    chosen = {"--clip": models["clip"], "--vlm": models["vlm"], option: str(tmp_path / "no-model")}
+    args = [str(bench.edits), "--instructions", str(bench.instructions), "--source", str(bench.sources), "--device", "cpu"]
+    with pytest.raises(SystemExit) as exit:
+        main(["eval", *args, "--clip", chosen["--clip"], "--vlm", chosen["--vlm"], "--judge-prompt", models["prompt"]])
+    stderr = capsys.readouterr().err
+    assert exit.value.code == 1 and "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert line.startswith(f"Error: {option} {tmp_path / 'no-model'}: cannot load it (")

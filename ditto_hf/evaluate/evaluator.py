@@ -79,8 +79,10 @@ def evaluate(
         raise DittoError("--instructions and --source apply to a folder of videos; run directories and datasets carry their own")
     _name_uniquely(systems)
     registry = ModelRegistry()
-    scorer = ClipScorer.load(settings.clip, registry, num_frames=settings.num_frames)
-    judge = Judge.load(settings.judge, registry) if settings.judge is not None else None
+    scorer = _load_model("--clip", settings.clip.id, lambda: ClipScorer.load(settings.clip, registry, num_frames=settings.num_frames))
+    judge = (
+        _load_model("--vlm", settings.judge.model.id, lambda: Judge.load(settings.judge, registry)) if settings.judge is not None else None
+    )
     recorded = {
         "clip": scorer.settings(),
         "judge": judge.settings() if judge else None,
@@ -147,6 +149,18 @@ def check(edit: Edit, *, needs_source: bool) -> None:
             )
     elif needs_source:
         raise BadEdit('no source video for the judge: give --source or "source" in the instruction file, or --vlm none')
+
+
+def _load_model(option: str, model_id: str, load):
+    """``load()``; a checkpoint that cannot be found or read is a one-line error naming the option."""
+    try:
+        return load()
+    except (OSError, ValueError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise DittoError(
+            f"{option} {model_id}: cannot load it ({lines[0] if lines else type(exc).__name__}); "
+            "give a Hub id that is downloaded or reachable, or a folder with its config, processor and safetensors weights"
+        ) from exc
 
 
 def _skip(result: SystemResult, edit: Edit, exc: Exception, skip_bad: bool) -> None:

@@ -9,8 +9,10 @@ EDITED is one of
   ``--source`` if given, else to the instruction file's folder; with ``--source`` and no ``source``
   field, the source is the file of the same name under ``--source``;
 - a **generate run directory** (it holds ``manifest.parquet``): its kept triplets;
-- a **datasets source** ``NAME[:CONFIG][@SPLIT]`` (a Hub repo or a local dataset folder), streamed:
-  columns ``edited`` (a ``datasets.Video``) and ``instruction``, optional ``source`` and ``category``.
+- a **datasets source** ``NAME[:CONFIG][@SPLIT]`` (a Hub repo, or a local folder of parquet / arrow
+  files without a ``metadata.jsonl``), streamed: columns ``edited`` (a ``datasets.Video``) and
+  ``instruction`` (a string), optional ``source`` (read when it is a ``datasets.Video``) and
+  ``category`` (a string or a ``ClassLabel``).
 
 An edit that cannot be scored (a listed video that is missing, a video without an instruction, no
 edited video in a row) carries its ``problem``; the evaluator turns it into an error or a counted skip.
@@ -30,6 +32,8 @@ from ditto_hf.generate.run.rundir import MANIFEST, RECIPE, RunDir
 from ditto_hf.video import VideoSource
 
 FOLDER_METADATA = "metadata.jsonl"
+#: Files that make a folder a local dataset (``datasets.load_dataset(folder)``) rather than a folder of videos.
+DATASET_FILE_EXTENSIONS = (".parquet", ".arrow")
 
 
 @dataclass(frozen=True)
@@ -201,17 +205,23 @@ class DatasetSource(EditedSource):
         try:
             stream = datasets.load_dataset(path, config or None, split=self.split, streaming=True)
         except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0]
             raise DittoError(
-                f"EDITED {spec!r} is not a folder of videos, a run directory or a loadable dataset ({type(exc).__name__}: {exc})"
+                f"EDITED {spec!r} is not a folder of videos, a run directory or a loadable dataset ({type(exc).__name__}: {reason})"
             ) from exc
         features = stream.features or {}
-        if not isinstance(features.get("edited"), datasets.Video) or "instruction" not in features:
+        instruction = features.get("instruction")
+        is_text = isinstance(instruction, datasets.Value) and instruction.dtype in ("string", "large_string")
+        if not isinstance(features.get("edited"), datasets.Video) or not is_text:
             raise DittoError(
-                f"{spec}: needs an 'edited' Video column and an 'instruction' column (columns: {', '.join(features) or 'unknown'})"
+                f"{spec}: needs an 'edited' Video column and an 'instruction' string column (columns: {', '.join(features) or 'unknown'})"
             )
         for column, feature in features.items():
             if isinstance(feature, datasets.Video):
                 stream = stream.cast_column(column, datasets.Video(decode=False))
+        self.has_source = isinstance(features.get("source"), datasets.Video)  # a source given as a path string is not read
+        category = features.get("category")
+        self.category_name = category.int2str if isinstance(category, datasets.ClassLabel) else str
         self.stream = stream
 
     def count(self) -> int | None:
@@ -224,16 +234,24 @@ class DatasetSource(EditedSource):
 
     def _edit(self, index: int, row: dict) -> Edit:
         edited = row["edited"] if row["edited"] and (row["edited"].get("bytes") or row["edited"].get("path")) else None
-        edit_id = row.get("edited_path") or row.get("sample_id") or (edited or {}).get("path") or f"row {index}"
+        edit_id = str(row.get("edited_path") or row.get("sample_id") or (edited or {}).get("path") or f"row {index}")
         instruction = (row.get("instruction") or "").strip()
         problem = "the row has no edited video" if edited is None else ("" if instruction else "the row has no instruction")
-        source = row.get("source")
+        source = row.get("source") if self.has_source else None
         source = source if source and (source.get("bytes") or source.get("path")) else None
-        return Edit(edit_id, f"{self.location} row {index}", edited, instruction, source, row.get("category") or "", problem)
+        category = self.category_name(row["category"]) if row.get("category") is not None else ""
+        return Edit(edit_id, f"{self.location} row {index}", edited, instruction, source, category, problem)
 
 
 def is_run_directory(path: Path) -> bool:
     return (path / MANIFEST).is_file() or (path / RECIPE).is_file()
+
+
+def is_dataset_directory(path: Path) -> bool:
+    """A local dataset folder (parquet / arrow files) rather than a folder of videos with its ``metadata.jsonl``."""
+    if (path / FOLDER_METADATA).is_file():
+        return False
+    return any(file.suffix in DATASET_FILE_EXTENSIONS for file in path.rglob("*"))
 
 
 def open_edited(location: str | os.PathLike, *, instructions=None, sources=None) -> EditedSource:
@@ -241,7 +259,11 @@ def open_edited(location: str | os.PathLike, *, instructions=None, sources=None)
     path = Path(location)
     if path.is_dir() and is_run_directory(path):
         return RunSource(path)
-    if path.is_dir() and (instructions is not None or (path / FOLDER_METADATA).is_file() or videos_in(path)):
+    if (
+        path.is_dir()
+        and not is_dataset_directory(path)
+        and (instructions is not None or (path / FOLDER_METADATA).is_file() or videos_in(path))
+    ):
         return FolderSource(path, instructions, sources)
     if path.exists() and not path.is_dir():
         raise DittoError(f"EDITED {path}: give a folder of videos, a run directory or a datasets source, not a file")
