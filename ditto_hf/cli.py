@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "Generate new triplets with the Ditto model chain."),
     "edit": ("edit", "Edit a video from a text instruction with Editto (Ditto LoRAs)."),
     "lora": ("lora", "Convert Ditto / DiffSynth / ComfyUI Wan LoRAs for diffusers."),
+    "eval": ("evaluate", "Score edited videos: CLIP-T, CLIP-F and a VLM judge (Table 1)."),
 }
 
 

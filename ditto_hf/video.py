@@ -173,6 +173,22 @@ def read_frames(
     return frames.permute(0, 2, 3, 1).contiguous() if layout == "THWC" else frames
 
 
+def read_evenly_spaced(source: VideoSource, count: int, *, layout: Layout = "THWC") -> torch.Tensor:
+    """Decode ``count`` frames spread evenly from the first frame to the last (rounded to the
+    nearest frame; every frame when the video has at most ``count``), as ``uint8`` frames."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    name = describe(source)
+    decoder = open_decoder(source, layout="TCHW")
+    total = probe(decoder).num_frames
+    indices = torch.linspace(0, total - 1, count).round().long().unique().tolist()
+    try:
+        frames = _decode_indices(decoder, indices)
+    except (RuntimeError, IndexError, ValueError) as exc:
+        raise VideoError(f"{name}: decoding failed, the file is probably truncated or corrupt ({_first_line(exc)})") from exc
+    return frames.permute(0, 2, 3, 1).contiguous() if layout == "THWC" else frames
+
+
 def _decode_indices(decoder, indices: list[int]) -> torch.Tensor:
     """Decode the unique indices once, in order, and expand duplicates (fps up-sampling)."""
     unique = sorted(set(indices))

@@ -34,7 +34,7 @@ FORBIDDEN = {
         "ditto_hf.builders",
     ),
     "ditto_hf.builders": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.commands"),
-    "ditto_hf.hub": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny"),
+    "ditto_hf.hub": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.evaluate"),
     "ditto_hf.generate.contract": (
         "ditto_hf.generate.stages",
         "ditto_hf.generate.helpers",
@@ -67,6 +67,17 @@ FORBIDDEN = {
         "ditto_hf.tiny",
         "ditto_hf.builders",
         "datasets",
+    ),
+    "ditto_hf.generate": ("ditto_hf.evaluate",),
+    "ditto_hf.evaluate": (
+        "ditto_hf.generate.stages",
+        "ditto_hf.generate.engines",
+        "ditto_hf.generate.run.driver",
+        "ditto_hf.generate.run.recipe",
+        "ditto_hf.hub",
+        "ditto_hf.tiny",
+        "ditto_hf.commands",
+        "ditto_hf.builders",
     ),
 }
 
@@ -129,10 +140,12 @@ def test_every_registered_stage_has_the_name_it_is_registered_under():
         ["ditto_hf", "ditto_hf.video", "ditto_hf.cli"],
         # the editing pipeline and the LoRA converter (datasets is no dependency of inference)
         ["ditto_hf.edit", "ditto_hf.lora", "ditto_hf.commands.edit", "ditto_hf.commands.lora"],
+        # the evaluation API and command (datasets only once a datasets source is opened)
+        ["ditto_hf.evaluate", "ditto_hf.commands.evaluate"],
         # what a Ray worker imports to run any stage of the chain
         ["ditto_hf.generate.engines.base", *(path.split(":")[0] for path in STAGES.values())],
     ],
-    ids=["video", "edit", "stage-worker"],
+    ids=["video", "edit", "evaluate", "stage-worker"],
 )
 def test_video_io_and_stage_workers_do_not_import_datasets(modules):
     code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\nprint('datasets' in sys.modules)"

@@ -1,4 +1,5 @@
-"""Qwen2.5-VL chat with JSON-schema-constrained decoding, shared by the caption, instruct and curate stages.
+"""Qwen2.5-VL chat with JSON-schema-constrained decoding, shared by the caption, instruct and curate
+stages and by ``ditto-hf eval``'s judge.
 
 Every answer is generated under a grammar compiled from the prompt's JSON schema (xgrammar,
 plugged into transformers' ``generate`` as a logits processor), so even a weak or random model
@@ -6,8 +7,11 @@ produces parseable JSON that ends within the schema's length limits. Answers are
 strictly (JSON Schema, then each stage's own checks): a bad answer raises :class:`VLMAnswerError`
 and the sample is recorded as failed, never written to the dataset.
 
-Prompts are versioned files in ``ditto_hf/generate/prompts/``: ``<name>.txt`` (a
-:class:`string.Template`, ``$field`` placeholders) and ``<name>.json`` (the answer schema).
+Prompts are versioned files in a package's ``prompts/`` folder (``ditto_hf/generate/prompts/`` for
+the chain): ``<name>.txt`` (a :class:`string.Template`, ``$field`` placeholders) and ``<name>.json``
+(the answer schema). Judging an edit (source clip, edited clip, instruction -> integer scores and a
+reason) is one request shape, :func:`edit_judgement_request` / :func:`judgement_scores`, used by
+the curate stage and by the evaluation judge alike.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import string
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,7 +32,7 @@ from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.models import ModelSpec
 from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
-from ditto_hf.video import read_frames
+from ditto_hf.video import VideoSource, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +52,13 @@ class Prompt:
     schema: dict
 
     @classmethod
-    def load(cls, name: str) -> Prompt:
-        """Load ``<name>.txt`` + ``<name>.json`` from the packaged prompts, or from a path to a ``.txt``."""
+    def load(cls, name: str, package: str = "ditto_hf.generate") -> Prompt:
+        """Load ``<name>.txt`` + ``<name>.json`` from ``package``'s prompts, or from a path to a ``.txt``."""
         path = Path(name)
         if path.suffix == ".txt":
             text_file, schema_file = path, path.with_suffix(".json")
         else:
-            folder = resources.files("ditto_hf.generate") / "prompts"
+            folder = resources.files(package) / "prompts"
             text_file, schema_file = folder / f"{name}.txt", folder / f"{name}.json"
         if not text_file.is_file() or not schema_file.is_file():
             raise DittoError(f"prompt {name!r}: need both {text_file} and {schema_file}")
@@ -135,6 +140,17 @@ class StructuredVLM:
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
 
+    def ask(self, requests: list[Request]) -> list[dict | VLMAnswerError]:
+        """Answer ``requests`` in one batch and parse each answer against its schema; an answer
+        that fails to parse comes back as its :class:`VLMAnswerError`, so it spoils only itself."""
+        results: list[dict | VLMAnswerError] = []
+        for request, text in zip(requests, self.answer(requests), strict=True):
+            try:
+                results.append(parse_answer(text, request.schema))
+            except VLMAnswerError as exc:
+                results.append(exc)
+        return results
+
 
 def parse_answer(text: str, schema: dict) -> dict:
     """Parse and validate one answer; raise :class:`VLMAnswerError` naming what is wrong."""
@@ -160,9 +176,14 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
+def judgement_scores(answer: dict, criteria: Sequence[str]) -> tuple[dict[str, float], str]:
+    """The scores of ``criteria`` (as floats) and the checked ``reason`` of a schema-valid judgement."""
+    return {criterion: float(answer[criterion]) for criterion in criteria}, check_text(answer["reason"], "reason")
+
+
 @dataclass
 class VLMConfig(StageConfig):
-    """Options shared by the Qwen2.5-VL stages (caption, instruct, curate)."""
+    """Options shared by the Qwen2.5-VL stages (caption, instruct, curate) and the evaluation judge."""
 
     model: ModelSpec = field(default_factory=lambda: ModelSpec(DEFAULT_VLM))
     """Qwen2.5-VL checkpoint (Hub id or local folder) loaded with ``AutoModelForImageTextToText``."""
@@ -180,6 +201,16 @@ class VLMConfig(StageConfig):
     def __post_init__(self) -> None:
         if self.sample_fps <= 0 or self.max_frames < 1 or self.max_new_tokens < 1:
             raise DittoError("sample_fps, max_frames and max_new_tokens must be positive")
+
+    def frames(self, video: VideoSource) -> torch.Tensor:
+        """Frames of ``video`` sampled at ``sample_fps`` (``TCHW`` uint8), at most ``max_frames``."""
+        return read_frames(video, fps=self.sample_fps, num_frames=self.max_frames, layout="TCHW")
+
+
+def edit_judgement_request(prompt: Prompt, config: VLMConfig, source: VideoSource, edited: VideoSource, instruction: str) -> Request:
+    """Ask to judge an edit: the source clip, then the edited clip, then ``prompt`` with ``$instruction`` filled."""
+    content = ["Source video:", config.frames(source), "Edited video:", config.frames(edited), prompt.render(instruction=instruction)]
+    return Request(content, prompt.with_text_limit(config.max_answer_chars), config.sample_fps)
 
 
 class VLMStage(Stage):
@@ -201,20 +232,16 @@ class VLMStage(Stage):
 
     def frames(self, relative: str) -> torch.Tensor:
         """Frames of a run video sampled at ``sample_fps`` (``TCHW`` uint8), at most ``max_frames``."""
-        return read_frames(
-            self.context.resolve(relative),
-            fps=self.config.sample_fps,
-            num_frames=self.config.max_frames,
-            layout="TCHW",
-        )
+        return self.config.frames(self.context.resolve(relative))
 
     def process_batch(self, samples: list[Sample]) -> None:
         """Ask the VLM once for the whole batch, then apply each answer; a bad answer fails its sample only."""
-        requests = [self.request(sample) for sample in samples]
-        answers = self.vlm.answer(requests)
-        for sample, request, text in zip(samples, requests, answers, strict=True):
+        answers = self.vlm.ask([self.request(sample) for sample in samples])
+        for sample, answer in zip(samples, answers, strict=True):
             try:
-                self.apply(sample, parse_answer(text, request.schema))
+                if isinstance(answer, VLMAnswerError):
+                    raise answer
+                self.apply(sample, answer)
             except VLMAnswerError as exc:
                 sample.fail(self.name, exc)
                 logger.warning("%s failed on %s: %s", self.name, sample.sample_id, exc)

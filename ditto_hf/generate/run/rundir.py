@@ -178,16 +178,9 @@ class RunDir:
         return len(kept), len(dropped)
 
     # -- the run as data ----------------------------------------------------------------------------
-    def dataset(self):
-        """The kept samples of the finished run as a ``datasets.Dataset`` with ``RUN_FEATURES``.
-
-        ``source`` / ``edited`` point at the run's files (absolute paths), so they decode as
-        ``datasets.Video``; ``source_path`` / ``edited_path`` stay run-relative.
-        """
-        import datasets
+    def manifest_columns(self) -> dict[str, list]:
+        """The columns of ``manifest.parquet``, with ``source`` / ``edited`` as absolute paths (not checked)."""
         import pyarrow.parquet as pq
-
-        from ditto_hf.schema import RUN_FEATURES
 
         path = self.root / MANIFEST
         if not path.is_file():
@@ -195,6 +188,19 @@ class RunDir:
         columns = pq.read_table(path).to_pydict()
         for name in ("source", "edited"):
             columns[name] = [str(self.root / cell["path"]) for cell in columns[name]]
+        return columns
+
+    def dataset(self):
+        """The kept samples of the finished run as a ``datasets.Dataset`` with ``RUN_FEATURES``.
+
+        ``source`` / ``edited`` point at the run's files (absolute paths), so they decode as
+        ``datasets.Video``; ``source_path`` / ``edited_path`` stay run-relative.
+        """
+        import datasets
+
+        from ditto_hf.schema import RUN_FEATURES
+
+        columns = self.manifest_columns()
         missing = [path for path in columns["source"] + columns["edited"] if not os.path.isfile(path)]
         if missing:
             raise DittoError(f"{self.root}: {len(missing)} video(s) listed in {MANIFEST} are missing, e.g. {missing[0]}")

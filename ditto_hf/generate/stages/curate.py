@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.sample import Sample
-from ditto_hf.generate.helpers.vlm import Request, VLMConfig, VLMStage, check_text
+from ditto_hf.generate.helpers.vlm import Request, VLMConfig, VLMStage, edit_judgement_request, judgement_scores
 
 #: The judged criteria, as named in the prompt, the schema and ``sample.scores``.
 CRITERIA = ("instruction_fidelity", "source_fidelity", "visual_quality", "safety")
@@ -47,18 +47,11 @@ class CurateStage(VLMStage):
     def request(self, sample: Sample) -> Request:
         if not sample.edited or not sample.instruction:
             raise DittoError(f"sample {sample.sample_id} has no edited video or instruction to judge")
-        content = [
-            "Source video:",
-            self.frames(sample.video),
-            "Edited video:",
-            self.frames(sample.edited),
-            self.prompt.render(instruction=sample.instruction),
-        ]
-        return Request(content, self.prompt.with_text_limit(self.config.max_answer_chars), self.config.sample_fps)
+        resolve = self.context.resolve
+        return edit_judgement_request(self.prompt, self.config, resolve(sample.video), resolve(sample.edited), sample.instruction)
 
     def apply(self, sample: Sample, answer: dict) -> None:
-        reason = check_text(answer["reason"], "reason")
-        scores = {criterion: float(answer[criterion]) for criterion in CRITERIA}
+        scores, reason = judgement_scores(answer, CRITERIA)
         failing = [
             f"{criterion} {scores[criterion]:g} < {minimum}"
             for criterion, minimum in self.config.thresholds.items()

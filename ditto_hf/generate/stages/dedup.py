@@ -18,12 +18,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ditto_hf.errors import DittoError, VideoError
+from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.models import ModelSpec
 from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 from ditto_hf.generate.helpers.embedding_bank import EmbeddingBank, Match, cosine
-from ditto_hf.video import open_decoder
+from ditto_hf.video import read_evenly_spaced
 
 BANK_DIR = "dedup/bank"
 
@@ -123,16 +123,7 @@ class DedupStage(Stage):
         """``num_frames`` frames ``(k, C, H, W)`` spread evenly from the first to the last frame."""
         if not sample.video:
             raise DittoError(f"{sample.sample_id}: no standardised video; run the standardise stage first")
-        path = self.context.resolve(sample.video)
-        decoder = open_decoder(path, layout="TCHW")
-        total = int(decoder.metadata.num_frames or 0)
-        if total <= 0:
-            raise VideoError(f"{path}: video stream has no frames")
-        indices = torch.linspace(0, total - 1, self.config.num_frames).round().long().unique().tolist()
-        try:
-            return decoder.get_frames_at(indices).data
-        except (RuntimeError, IndexError, ValueError) as exc:
-            raise VideoError(f"{path}: decoding failed, the file is probably truncated or corrupt ({exc})") from exc
+        return read_evenly_spaced(self.context.resolve(sample.video), self.config.num_frames, layout="TCHW")
 
     @torch.inference_mode()
     def embed(self, clips: list[torch.Tensor]) -> torch.Tensor:
