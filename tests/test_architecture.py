@@ -35,6 +35,7 @@ FORBIDDEN = {
     ),
     "ditto_hf.builders": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.commands"),
     "ditto_hf.hub": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.evaluate"),
+    "ditto_hf.models": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.builders", "datasets"),
     "ditto_hf.generate.contract": (
         "ditto_hf.generate.stages",
         "ditto_hf.generate.helpers",
@@ -127,6 +128,18 @@ def test_parts_import_only_in_the_allowed_directions():
             if matches(module, part):
                 violations += [(module, name) for name in imported_modules(path) if any(matches(name, bad) for bad in forbidden)]
     assert violations == []
+
+
+def test_pickled_weights_are_read_in_one_place_only():
+    """``torch.load`` (the one-time ``.pth`` conversion) appears once in the product, weights-only."""
+    calls = []
+    for path in PRODUCT:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
+                if isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                    keywords = {keyword.arg: getattr(keyword.value, "value", None) for keyword in node.keywords}
+                    calls.append((module_name(path), keywords.get("weights_only")))
+    assert calls == [("ditto_hf.models.weights", True)]
 
 
 def test_every_registered_stage_has_the_name_it_is_registered_under():

@@ -1,4 +1,5 @@
-"""The ``depth`` stage: tiny Depth Anything per frame, temporal alignment, grey depth video."""
+"""The ``depth`` stage: both backends (tiny Video Depth Anything, the default; tiny Depth Anything
+per frame with temporal alignment), the grey depth video, errors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.stages.depth import DepthStage, align_depths, fit_scale_shift, to_grey_video
 from ditto_hf.tiny.depth import save_tiny_depth_anything
+from ditto_hf.tiny.paper_filters import save_tiny_video_depth_anything
 from ditto_hf.video import probe, read_frames
 
 
@@ -23,7 +25,8 @@ def depth_model(tmp_path_factory) -> Path:
 
 def make_stage(depth_model: Path, work_dir: Path, **options) -> DepthStage:
     spec = ModelSpec(str(depth_model), device="cpu", dtype="float32")
-    stage = DepthStage({"model": spec, "frames_per_batch": 16, **options}, StageContext(work_dir=work_dir))
+    options = {"backend": "depth-anything-v2", "frames_per_batch": 16, **options}
+    stage = DepthStage({"model": spec, **options}, StageContext(work_dir=work_dir))
     stage.setup()
     return stage
 
@@ -85,8 +88,8 @@ def test_batched_predictions_equal_the_transformers_depth_pipeline(depth_run):
 
     stage, _, samples, _ = depth_run
     frames = read_frames(samples[0].video, num_frames=20, layout="TCHW")
-    batched = stage.predict(frames)
-    estimator = pipeline("depth-estimation", model=stage.model, image_processor=stage.processor, device="cpu")
+    batched = stage.backend.predict_frames(frames)
+    estimator = pipeline("depth-estimation", model=stage.backend.model, image_processor=stage.backend.processor, device="cpu")
     for index in (0, 17):
         alone = estimator(Image.fromarray(frames[index].permute(1, 2, 0).numpy()))["predicted_depth"]
         assert torch.allclose(batched[index], alone.squeeze(), atol=1e-4)
@@ -111,4 +114,43 @@ def test_sample_without_a_video_is_a_clear_failure(depth_run):
 def test_bad_config_is_a_user_error(tmp_path):
     with pytest.raises(DittoError, match="align_to"):
         DepthStage({"align_to": "last"}, StageContext(work_dir=tmp_path))
-    assert DepthStage.Config().model.id == "depth-anything/Depth-Anything-V2-Small-hf"
+    with pytest.raises(DittoError, match="backend 'midas' is unknown; available: video-depth-anything, depth-anything-v2"):
+        DepthStage({"backend": "midas"}, StageContext(work_dir=tmp_path))
+
+
+def test_video_depth_anything_is_the_default_backend():
+    config = DepthStage.Config()
+    assert config.backend == "video-depth-anything" and config.model.id == "depth-anything/Video-Depth-Anything-Small"
+    assert DepthStage.Config(backend="depth-anything-v2").model.id == "depth-anything/Depth-Anything-V2-Small-hf"
+    assert DepthStage.Config(model="my/vda").model.id == "my/vda"
+
+
+# -- the Video Depth Anything backend ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def video_depth_model(tmp_path_factory) -> Path:
+    return save_tiny_video_depth_anything(tmp_path_factory.mktemp("tiny-vda") / "video-depth-anything")
+
+
+def test_video_depth_anything_writes_the_clips_depth(video_depth_model, sample_clips, tmp_path):
+    spec = ModelSpec(str(video_depth_model), device="cpu", dtype="float32")
+    stage = DepthStage({"model": spec, "input_size": 28}, StageContext(work_dir=tmp_path))
+    stage.setup()
+    clips = {clip.stem: clip for clip in sample_clips}
+    samples = [Sample(sample_id=name, input_path=str(clips[name]), video=str(clips[name])) for name in ("orbit", "portrait")]
+    stage.process(samples)
+    for sample in samples:
+        assert sample.ok, sample.error
+        source, depth = probe(sample.video), probe(tmp_path / sample.depth)
+        assert depth.display_size == source.display_size and depth.num_frames == source.num_frames == 48  # two windows
+        # what was written is the model's clip depth, normalised over the clip (up to yuv420 rounding)
+        expected = to_grey_video(stage.backend.model.predict_video(read_frames(sample.video, layout="TCHW"), input_size=28))
+        assert (read_frames(tmp_path / sample.depth).int() - expected.int()).abs().float().mean() < 2
+    rerun = Sample(sample_id="again", input_path=str(clips["orbit"]), video=str(clips["orbit"]))
+    stage.process([rerun])
+    assert (tmp_path / rerun.depth).read_bytes() == (tmp_path / samples[0].depth).read_bytes()  # same bytes
+
+
+def test_video_depth_anything_without_weights_says_where_to_get_them(tmp_path):
+    stage = DepthStage({}, StageContext(work_dir=tmp_path))
+    with pytest.raises(DittoError, match="cannot get weights from 'depth-anything/Video-Depth-Anything-Small'.*offline"):
+        stage.setup()

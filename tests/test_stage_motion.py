@@ -1,5 +1,7 @@
-"""motion: point advection and score on known flows, the RAFT backend (tiny weights, and weights
-whose output is known), the stage's keep/reject logic, weight loading and conversion."""
+"""motion: the score on tracks with known answers (visibility masking included), the CoTracker3
+backend (tiny weights, the official file converted once from the Hub), the RAFT backend (tiny
+weights, and weights whose output is known), the stage's keep/reject logic, weight loading and
+conversion."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec
 from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.helpers.tracking import (
+    TRACKERS,
+    CoTracker3Tracker,
     RaftFlowTracker,
     Tracks,
     advect_points,
@@ -23,7 +27,10 @@ from ditto_hf.generate.helpers.tracking import (
     sample_flow,
 )
 from ditto_hf.generate.stages.motion import MotionStage
+from ditto_hf.models.cotracker import CoTracker3
+from ditto_hf.tiny.paper_filters import save_tiny_cotracker3, tiny_cotracker3
 from ditto_hf.tiny.vision import save_tiny_raft
+from ditto_hf.video import read_frames
 
 UPDATES = 2  # RAFT iterations used throughout (the constant-flow weights are built for it)
 
@@ -41,6 +48,7 @@ def raft_dirs(tmp_path_factory):
 def make_stage(work_dir, weights, **overrides) -> MotionStage:
     config = {
         "model": ModelSpec(str(weights), device="cpu", dtype="float32"),
+        "tracker": "raft-flow",
         "num_flow_updates": UPDATES,
         "short_side": 128,
         "grid_size": 4,
@@ -87,6 +95,20 @@ def test_points_leaving_the_frame_stop_counting():
     assert tracks.visible[:, 1].tolist() == [True, True, False, False]  # 6 → 9 → 12 leaves
     assert tracks.positions[-1, 1].tolist() == [9.0, 5.0]  # frozen where it left
     assert motion_score(tracks, 10, 10) == pytest.approx((9 + 3) / 2 / math.hypot(10, 10))
+
+
+def test_score_counts_only_steps_seen_at_both_ends_and_only_points_seen():
+    positions = torch.zeros(5, 3, 2)
+    positions[:, 0, 0] = torch.tensor([0.0, 3.0, 6.0, 9.0, 12.0])  # 3 px per step
+    positions[:, 1, 1] = torch.tensor([0.0, 4.0, 50.0, 50.0, 54.0])  # occluded at frame 2 (a jump), seen again at 3
+    positions[:, 2, 0] = torch.tensor([0.0, 9.0, 9.0, 9.0, 9.0])  # never seen after the query frame
+    visible = torch.ones(5, 3, dtype=torch.bool)
+    visible[2, 1] = False
+    visible[1:, 2] = False
+    score = motion_score(Tracks(positions, visible), 30, 40)
+    # point 0: 12 px; point 1: 4 + 4 (steps 0→1 and 3→4); point 2 is not counted
+    assert score == pytest.approx((12 + 8) / 2 / 50)
+    assert motion_score(Tracks(positions, torch.eye(5, 3, dtype=torch.bool)), 30, 40) == 0.0  # no visible step at all
 
 
 def test_static_tracks_score_zero_and_grid_is_inside_the_frame():
@@ -159,7 +181,7 @@ def test_failing_sample_does_not_sink_the_batch(tmp_path, raft_dirs, sample_clip
 
 # -- weights: missing, conversion ------------------------------------------------------------------
 def test_missing_weights_fail_setup_with_instructions(tmp_path):
-    stage = MotionStage({}, StageContext(tmp_path))
+    stage = MotionStage({"tracker": "raft-flow"}, StageContext(tmp_path))
     with pytest.raises(DittoError, match="python -m ditto_hf.generate.helpers.tracking convert"):
         stage.setup()
     with pytest.raises(DittoError, match="no model.safetensors"):
@@ -193,3 +215,69 @@ def test_convert_writes_loadable_safetensors_from_a_torchvision_checkpoint(tmp_p
     loaded = RaftFlowTracker.from_pretrained(str(tmp_path / "converted"))
     for key, value in original.state_dict().items():
         assert torch.equal(loaded.raft.state_dict()[key], value), key
+
+
+# -- the CoTracker3 backend (the default) -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def cotracker_dir(tmp_path_factory):
+    return save_tiny_cotracker3(tmp_path_factory.mktemp("cotracker") / "cotracker3")
+
+
+def test_cotracker3_is_the_default_tracker_with_the_official_weights(tmp_path):
+    config = MotionStage.Config()
+    assert config.tracker == "cotracker3" and config.model.id == "facebook/cotracker3" and config.model.dtype == "float32"
+    assert set(TRACKERS) == {"cotracker3", "raft-flow"}
+    assert MotionStage.Config(tracker="raft-flow").model.id == ""  # RAFT has no public weights
+    with pytest.raises(DittoError, match="cannot get weights from 'facebook/cotracker3'.*offline"):
+        MotionStage({}, StageContext(tmp_path)).setup()  # offline Hub, nothing cached
+
+
+def test_cotracker3_stage_scores_the_visible_grid(tmp_path, cotracker_dir, sample_clips):
+    options = {"model": ModelSpec(str(cotracker_dir), device="cpu", dtype="float32"), "grid_size": 3, "frame_stride": 8, "iterations": 2}
+    stage = MotionStage({**options, "threshold": 0.0}, StageContext(tmp_path))
+    stage.setup()
+    assert isinstance(stage.tracker, CoTracker3Tracker) and stage.tracker.iterations == 2
+    samples = clip_samples(sample_clips[:2])
+    stage.process(samples)
+    frames = read_frames(sample_clips[0], layout="TCHW")[::8]
+    height, width = frames.shape[-2:]
+    tracks = stage.tracker.track(frames, grid_points(width, height, 3))
+    assert tracks.positions.shape == (6, 9, 2) and tracks.visible[0].all()
+    assert samples[0].ok and samples[0].scores["motion"] == motion_score(tracks, width, height) > 0
+    assert samples[0].extra["motion_tracker"] == "cotracker3" and samples[1].ok
+    strict = MotionStage({**options, "threshold": 10.0}, StageContext(tmp_path))
+    strict.setup()
+    rejected = clip_samples(sample_clips[:1])
+    strict.process(rejected)
+    assert rejected[0].status == "rejected" and "(cotracker3), below the threshold 10" in rejected[0].reasons["motion"]
+
+
+def test_official_cotracker3_file_on_the_hub_is_converted_once(hub_server, tmp_path, monkeypatch, sample_clips):
+    """``model: facebook/cotracker3`` as in the paper recipe: the repo holds only ``scaled_online.pth``."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("DITTO_HF_CACHE", str(tmp_path / "cache"))
+    model = tiny_cotracker3("online", seed=4)
+    checkpoint = tmp_path / "scaled_online.pth"
+    torch.save(model.official_state_dict(), checkpoint)
+    api = HfApi(endpoint=hub_server.endpoint, token=hub_server.token)
+    api.create_repo("facebook/cotracker3")
+    api.upload_file(path_or_fileobj=checkpoint, path_in_repo="scaled_online.pth", repo_id="facebook/cotracker3")
+    # the config is read from the released file's shapes; here the tiny widths stand in for the released ones
+    monkeypatch.setattr(CoTracker3, "config_from_official", classmethod(lambda cls, state, filename, mode=None: model.config))
+    options = {
+        "model": ModelSpec("facebook/cotracker3", device="cpu", dtype="float32"),
+        "cotracker_checkpoint": "scaled_online.pth",
+        "visibility_threshold": 0.0,
+    }
+    scores = []
+    for _ in range(2):
+        stage = MotionStage({**options, "grid_size": 3, "frame_stride": 8, "iterations": 2, "threshold": 0.0}, StageContext(tmp_path))
+        stage.setup()
+        sample = clip_samples(sample_clips[:1])[0]
+        stage.process([sample])
+        scores.append(sample.scores["motion"])
+    converted = list((tmp_path / "cache" / "converted").iterdir())
+    assert len(converted) == 1 and converted[0].name.startswith("scaled_online-")
+    assert hub_server.requests["GET resolve"] > 0 and scores[0] == scores[1] > 0
+    assert stage.tracker.model.config.mode == "online"

@@ -22,9 +22,11 @@ from pathlib import Path
 BUILDERS: dict[str, str] = {
     "dinov2": "ditto_hf.tiny.vision:save_tiny_dinov2",
     "raft": "ditto_hf.tiny.vision:save_tiny_raft",
+    "cotracker3": "ditto_hf.tiny.paper_filters:save_tiny_cotracker3",
     "qwen_vl": "ditto_hf.tiny.qwen:save_tiny_qwen_vl",
     "qwen_image_edit": "ditto_hf.tiny.qwen:save_tiny_qwen_image_edit",
     "depth_anything": "ditto_hf.tiny.depth:save_tiny_depth_anything",
+    "video_depth_anything": "ditto_hf.tiny.paper_filters:save_tiny_video_depth_anything",
     "wan_vace": "ditto_hf.tiny.wan:save_tiny_wan_vace",
     "wan_refiner": "ditto_hf.tiny.wan:save_tiny_wan_refiner",
 }

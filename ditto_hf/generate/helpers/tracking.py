@@ -1,10 +1,14 @@
-"""Point tracking for the motion filter: a pluggable :class:`PointTracker` and its RAFT backend.
+"""Point tracking for the motion filter: a pluggable :class:`PointTracker` and its backends.
 
-The paper scores motion with CoTracker3 (a grid of points tracked through the clip). No installable
-package ships CoTracker, so the available backend, ``raft-flow``, estimates optical flow between
-consecutive frames with torchvision's RAFT and advects the grid points along it (bilinear sampling
-of the flow at each point). It is a flow-integration tracker, not CoTracker: points drift with flow
-errors and are not re-detected after occlusion. Any tracker returning :class:`Tracks` plugs in.
+- ``cotracker3`` (the paper's): CoTracker3 offline or online (:mod:`ditto_hf.models.cotracker`),
+  tracks and visibility of the grid points jointly. Weights: ``facebook/cotracker3``
+  (``scaled_offline.pth`` / ``scaled_online.pth``, **CC-BY-NC-4.0**), converted once to
+  safetensors (``python -m ditto_hf.models.convert cotracker3 …``, or automatically on first use).
+- ``raft-flow``: optical flow between consecutive frames with torchvision's RAFT, the grid points
+  advected along it (bilinear sampling of the flow at each point). Points drift with flow errors
+  and are not re-detected after occlusion; a point is visible until it leaves the frame.
+
+Any tracker returning :class:`Tracks` plugs in (register it in ``TRACKERS``).
 
 RAFT weights are loaded from safetensors only: a local directory, a ``.safetensors`` file, or a Hub
 repo holding ``model.safetensors`` (a torchvision RAFT state dict). Convert torchvision's official
@@ -20,9 +24,7 @@ it to.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ditto_hf.errors import DittoError
+from ditto_hf.models.weights import WEIGHTS_NAME, load_torch_checkpoint, save_weights
 
-WEIGHTS_NAME = "model.safetensors"
 RAFT_VARIANTS = ("raft_small", "raft_large")
 
 
@@ -51,10 +53,12 @@ class PointTracker(ABC):
     """Tracks query points, given in the first frame, through a clip.
 
     Backends load through the model registry, so they provide ``from_pretrained(id, *, revision,
-    subfolder, dtype, use_safetensors, **options)`` and register their ``name`` in ``TRACKERS``.
+    subfolder, dtype, use_safetensors, **options)`` and register their ``name`` in ``TRACKERS``;
+    ``options`` names the motion-stage settings passed to ``from_pretrained``.
     """
 
     name: ClassVar[str]
+    options: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def track(self, frames: torch.Tensor, points: torch.Tensor) -> Tracks:
@@ -100,16 +104,68 @@ def advect_points(points: torch.Tensor, flows: torch.Tensor) -> Tracks:
 
 
 def motion_score(tracks: Tracks, width: int, height: int) -> float:
-    """Mean over points of the cumulative displacement (path length), as a fraction of the frame diagonal.
+    """Mean cumulative displacement of the visible grid points, as a fraction of the frame diagonal.
 
-    Steps are counted while the point is visible at both ends.
+    A point's displacement is its path length over the steps where it is visible at both ends; the
+    mean runs over the points visible across at least one step (0 when there are none).
     """
     positions = tracks.positions.double()  # a precision the thread count cannot change
     steps = (positions[1:] - positions[:-1]).norm(dim=-1)
     counted = tracks.visible[1:] & tracks.visible[:-1]
-    path_length = (steps * counted).sum(dim=0)
+    seen = counted.any(dim=0)
+    if not seen.any():
+        return 0.0
+    path_length = (steps * counted).sum(dim=0)[seen]
     diagonal = (width**2 + height**2) ** 0.5
     return float(path_length.mean() / diagonal)
+
+
+# -- CoTracker3 backend -----------------------------------------------------------------------------
+class CoTracker3Tracker(PointTracker, nn.Module):
+    """``cotracker3``: the paper's tracker (offline or online, as the weights say).
+
+    ``iterations`` refinement steps (the reference predictor's 6); a point counts as visible where
+    the predicted probability exceeds ``visibility_threshold`` (default: 0.9 offline, 0.6 online,
+    as in the reference predictors).
+    """
+
+    name = "cotracker3"
+    options = ("iterations", "visibility_threshold", "cotracker_checkpoint")
+
+    def __init__(self, model: nn.Module, *, iterations: int = 6, visibility_threshold: float | None = None):
+        super().__init__()
+        self.model = model
+        self.iterations = iterations
+        self.visibility_threshold = visibility_threshold
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        dtype: torch.dtype | None = None,
+        use_safetensors: bool = True,
+        cotracker_checkpoint: str = "scaled_offline.pth",
+        **options,
+    ) -> CoTracker3Tracker:
+        """Converted weights (folder / Hub repo) or the official ``cotracker_checkpoint`` file of ``model_id``."""
+        from ditto_hf.models.cotracker import CoTracker3
+
+        model = CoTracker3.from_pretrained(
+            model_id,
+            revision=revision,
+            subfolder=subfolder,
+            dtype=dtype,
+            use_safetensors=use_safetensors,
+            official_files=(cotracker_checkpoint,),
+        )
+        return cls(model, **options)
+
+    def track(self, frames: torch.Tensor, points: torch.Tensor) -> Tracks:
+        positions, visible = self.model.track(frames, points, iterations=self.iterations, visibility_threshold=self.visibility_threshold)
+        return Tracks(positions.cpu(), visible.cpu())
 
 
 # -- RAFT backend -----------------------------------------------------------------------------------
@@ -122,6 +178,7 @@ class RaftFlowTracker(PointTracker, nn.Module):
     """
 
     name = "raft-flow"
+    options = ("num_flow_updates", "short_side", "pairs_per_batch")
 
     def __init__(self, raft: nn.Module, *, num_flow_updates: int = 12, short_side: int = 360, pairs_per_batch: int = 8):
         super().__init__()
@@ -184,7 +241,7 @@ class RaftFlowTracker(PointTracker, nn.Module):
         return Tracks((tracks.positions + 0.5) / scale - 0.5, tracks.visible)
 
 
-TRACKERS: dict[str, type[PointTracker]] = {RaftFlowTracker.name: RaftFlowTracker}
+TRACKERS: dict[str, type[PointTracker]] = {tracker.name: tracker for tracker in (CoTracker3Tracker, RaftFlowTracker)}
 
 
 def build_raft(variant: str) -> nn.Module:
@@ -237,30 +294,17 @@ def resolve_weights(model_id: str, *, revision: str | None = None, subfolder: st
 
 def save_raft(raft: nn.Module, directory: str | os.PathLike) -> Path:
     """Write a RAFT state dict as ``directory/model.safetensors`` (atomically) plus a small config.json."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().contiguous().cpu() for key, value in raft.state_dict().items()}
-    target = directory / WEIGHTS_NAME
-    handle, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".safetensors", dir=directory)
-    os.close(handle)
-    try:
-        save_file(state, tmp_name, metadata={"format": "pt", "architecture": raft_variant(state)})
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    (directory / "config.json").write_text(json.dumps({"architecture": raft_variant(state), "library": "torchvision"}, indent=2) + "\n")
-    return target
+    variant = raft_variant(raft.state_dict())
+    return save_weights(
+        directory, raft.state_dict(), {"architecture": variant, "library": "torchvision"}, metadata={"architecture": variant}
+    )
 
 
 def convert(output: str | os.PathLike, variant: str = "raft_large", checkpoint: str | None = None) -> Path:
     """Convert torchvision RAFT weights (a ``.pth`` state dict, or torchvision's default download) to safetensors."""
     raft = build_raft(variant)
     if checkpoint:
-        raft.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        raft.load_state_dict(load_torch_checkpoint(checkpoint))
     else:
         from torchvision.models import optical_flow
 

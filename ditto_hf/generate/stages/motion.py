@@ -1,10 +1,10 @@
 """Stage 3: drop clips with too little motion.
 
-The score is the mean cumulative displacement of a grid of tracked points (path length per point,
-as a fraction of the frame diagonal, averaged over the grid). The paper tracks with CoTracker3;
-until it is ported the tracker is pluggable and the available backend is ``raft-flow`` (torchvision
-RAFT optical flow integrated along the points, see :mod:`ditto_hf.generate.helpers.tracking`). The
-threshold was not published: the default is ours.
+The score is the paper's: the mean cumulative displacement of the visible points of a grid tracked
+from the first frame (path length per point while visible, as a fraction of the frame diagonal).
+The tracker is chosen by name: ``cotracker3`` (the paper's, default) or ``raft-flow`` (torchvision
+RAFT optical flow integrated along the points); see :mod:`ditto_hf.generate.helpers.tracking`.
+The threshold was not published: the default is ours.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 from ditto_hf.generate.helpers.tracking import TRACKERS, grid_points, motion_score
 from ditto_hf.video import read_frames
 
+#: tracker -> the weights used when ``model`` names none.
+DEFAULT_WEIGHTS = {"cotracker3": "facebook/cotracker3"}
+
 
 class MotionStage(Stage):
     """Track a point grid through the standardised clip; reject it if the points barely move."""
@@ -30,38 +33,50 @@ class MotionStage(Stage):
         """Tracker and filter settings."""
 
         model: ModelSpec = field(default_factory=lambda: ModelSpec("", dtype="float32"))
-        """Tracker weights. For ``raft-flow``: a directory, file or Hub repo with ``model.safetensors``
-        (torchvision RAFT; make it with ``python -m ditto_hf.generate.helpers.tracking convert``). No public
-        repo ships these, so there is no usable default: the stage refuses to start without one."""
-        tracker: str = "raft-flow"
-        """Tracker backend (a key of ``ditto_hf.generate.tracking.TRACKERS``)."""
+        """Tracker weights. Default for ``cotracker3``: ``facebook/cotracker3`` (the official
+        ``cotracker_checkpoint`` is converted to safetensors once, on first use; **CC-BY-NC-4.0**,
+        non-commercial), or a folder / Hub repo from ``python -m ditto_hf.models.convert cotracker3``.
+        For ``raft-flow``: a directory, file or Hub repo with ``model.safetensors`` (torchvision RAFT;
+        make it with ``python -m ditto_hf.generate.helpers.tracking convert``); no public repo ships
+        these, so ``raft-flow`` has no default and refuses to start without one. Keep float32: track
+        coordinates lose pixels in bfloat16."""
+        tracker: str = "cotracker3"
+        """Tracker backend (a key of ``ditto_hf.generate.helpers.tracking.TRACKERS``)."""
         threshold: float = 0.05
         """Minimum motion score (mean path length / frame diagonal) a clip needs to be kept."""
         grid_size: int = 16
         """Points per side of the tracked grid (``grid_size²`` points)."""
         frame_stride: int = 1
-        """Track every n-th frame (flows then span n frames)."""
+        """Track every n-th frame."""
+        cotracker_checkpoint: str = "scaled_offline.pth"
+        """cotracker3: the official file to convert when ``model`` holds no converted weights —
+        ``scaled_offline.pth`` (whole clip at once, the more accurate) or ``scaled_online.pth``
+        (16-frame sliding windows)."""
+        iterations: int = 6
+        """cotracker3: refinement iterations."""
+        visibility_threshold: float | None = None
+        """cotracker3: visibility probability above which a point counts as visible (default 0.9
+        offline, 0.6 online, as in the reference predictors)."""
         short_side: int = 360
-        """Short side of the frames the tracker sees (RAFT: rounded to multiples of 8, at least 128)."""
+        """raft-flow: short side of the frames RAFT sees (rounded to multiples of 8, at least 128)."""
         num_flow_updates: int = 12
-        """RAFT refinement iterations per frame pair."""
+        """raft-flow: RAFT refinement iterations per frame pair."""
         pairs_per_batch: int = 8
-        """Frame pairs per tracker forward pass (GPU memory vs speed)."""
+        """raft-flow: frame pairs per forward pass (GPU memory vs speed)."""
 
         def __post_init__(self) -> None:
             if self.tracker not in TRACKERS:
                 raise DittoError(f"motion.tracker {self.tracker!r} is unknown; available: {', '.join(TRACKERS)}")
-            if self.grid_size < 1 or self.frame_stride < 1 or self.pairs_per_batch < 1:
-                raise DittoError("motion.grid_size, frame_stride and pairs_per_batch must be at least 1")
+            if self.grid_size < 1 or self.frame_stride < 1 or self.pairs_per_batch < 1 or self.iterations < 1:
+                raise DittoError("motion.grid_size, frame_stride, iterations and pairs_per_batch must be at least 1")
+            self.model = ModelSpec.coerce(self.model)
+            if not self.model.id and self.tracker in DEFAULT_WEIGHTS:
+                self.model = self.model.with_overrides(id=DEFAULT_WEIGHTS[self.tracker])
 
     def setup(self) -> None:
-        self.tracker = self.context.registry.load(
-            TRACKERS[self.config.tracker],
-            self.config.model,
-            num_flow_updates=self.config.num_flow_updates,
-            short_side=self.config.short_side,
-            pairs_per_batch=self.config.pairs_per_batch,
-        )
+        tracker = TRACKERS[self.config.tracker]
+        options = {name: getattr(self.config, name) for name in tracker.options}
+        self.tracker = self.context.registry.load(tracker, self.config.model, **options)
 
     def process_sample(self, sample: Sample) -> None:
         if not sample.video:
