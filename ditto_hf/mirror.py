@@ -228,6 +228,26 @@ def _builder(task: ShardTask):
     return _BUILDERS[key]
 
 
+def open_release_readers(tasks: list[ShardTask]) -> None:
+    """Open every category the tasks read once, so that seek indexes a packed release lacks are
+    built (or downloaded) into the shared cache once, before the workers start."""
+    from ditto_1m import open_readers
+
+    builder = _builder(tasks[0])
+    readers = open_readers(
+        builder.release, builder.index_cache, strict=builder.config.on_bad_rows == "raise", spacing=builder.config.seek_point_spacing
+    )
+    categories = {
+        path.split("/", 1)[0] for task in tasks for _, rows in task.segments for row in rows for path in (row.source_path, row.edited_path)
+    }
+    for category in sorted(categories):
+        try:
+            readers.get(category)
+        except DittoError:  # a category that cannot be read: the rows that need it are bad rows, handled in the shards
+            if builder.config.on_bad_rows == "raise":
+                raise
+
+
 def encode_shard(task: ShardTask, path: str):
     """Read the videos of the task's rows and write them as the parquet shard ``path``."""
     import pyarrow as pa
@@ -282,6 +302,9 @@ def mirror_release(
     Configs the repo mirrored before are kept up to date; rerun after an interruption and only the
     missing shards are made. ``on_plan(plan)`` is called before any shard is made, ``on_shard(shard,
     record, already_on_hub)`` after each. Returns the :class:`~ditto_hf.hub.compose.ComposedResult`.
+
+    With ``num_workers > 1`` shards are made in spawned processes: in a script, call this under
+    ``if __name__ == "__main__":``.
     """
     from ditto_hf.hub.commits import DEFAULT_COMMIT_EVERY
     from ditto_hf.hub.compose import ComposedConfig, publish_composed, remote_composition
@@ -332,6 +355,7 @@ def mirror_release(
         commit_every=commit_every or DEFAULT_COMMIT_EVERY,
         private=private,
         workdir=workdir,
+        prepare=open_release_readers,
         on_shard=on_shard,
     )
 

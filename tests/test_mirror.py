@@ -301,6 +301,9 @@ def test_dry_run_prints_the_composition_and_touches_nothing(hub_server, release,
         assert part in text
     assert not HfApi(token=hub_server.token).repo_exists(REPO, repo_type="dataset")
 
+    unknown = CliRunner().invoke(cli, ["mirror", "--data-dir", str(copy.root), "--repo", REPO, "--config", "globl"])
+    assert "no metadata file for config(s) globl" in str(unknown.exception) and "configs present: all" in str(unknown.exception)
+
 
 def rows_of(*keys: str) -> tuple[MetadataRow, ...]:
     return tuple(MetadataRow(index, f"source/0000/{key[0]}.mp4", f"local/0000/{key}.mp4", f"edit {key}") for index, key in enumerate(keys))

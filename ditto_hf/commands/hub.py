@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -99,7 +100,8 @@ def _mirror_progress(console: Console):
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} shards"),
+        MofNCompleteColumn(),
+        TextColumn("shards"),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )

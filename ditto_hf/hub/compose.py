@@ -109,6 +109,7 @@ def publish_composed(
     commit_every: int = DEFAULT_COMMIT_EVERY,
     private: bool | None = None,
     workdir: str | os.PathLike | None = None,
+    prepare: Callable[[list[object]], None] | None = None,
     on_shard: ShardProgress | None = None,
 ) -> ComposedResult:
     """Publish the planned ``shards`` and declare ``configs``; see the module docstring.
@@ -116,7 +117,8 @@ def publish_composed(
     ``managed`` are the folder prefixes this composition owns (stale files there are removed);
     ``copies`` the folders that repeat rows of others on purpose (a preview); ``removed`` configs
     are dropped from the card; ``extra`` goes to ``composition.json`` as is. ``num_workers``
-    processes run ``encode`` and as many threads upload.
+    processes run ``encode`` and as many threads upload; ``prepare(tasks)`` runs once in this
+    process before them when there is anything to make (e.g. to build indexes the workers share).
     """
     api = HfApi(token=token)
     with_retries(api.create_repo, repo_id, repo_type="dataset", exist_ok=True, private=private)
@@ -166,9 +168,11 @@ def publish_composed(
         ]
 
     queue = CommitQueue(api, repo_id, title="Mirror", commit_every=commit_every, workers=num_workers, riders=riders)
+    if todo and prepare is not None:
+        prepare([shard.task for shard in todo])
     with tempfile.TemporaryDirectory(prefix="ditto-hf-compose-", dir=workdir) as scratch:
         try:
-            for shard, made_file in _make(todo, encode, Path(scratch), num_workers):
+            for shard, made_file in make_shards(todo, encode, Path(scratch), num_workers):
                 path = shard.path(split)
                 record = made_file.record(path)
                 made[path] = on_hub[shard.folder][path] = record
@@ -248,7 +252,7 @@ def _composition(configs: Sequence[ComposedConfig], manifests: dict[str, dict], 
     }
 
 
-def _make(todo: list[PlannedShard], encode: Encode, scratch: Path, workers: int) -> Iterator[tuple[PlannedShard, ShardFile]]:
+def make_shards(todo: list[PlannedShard], encode: Encode, scratch: Path, workers: int) -> Iterator[tuple[PlannedShard, ShardFile]]:
     """Run ``encode`` for every planned shard, in ``workers`` processes; results come in plan order."""
 
     def local_path(shard: PlannedShard) -> str:
