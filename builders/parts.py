@@ -58,7 +58,6 @@ class Part:
     configs: tuple[str, ...]  # sorted
     home: str  # the smallest config: rows are numbered as in its file
     rows: tuple[MetadataRow, ...]
-    occurrences: tuple[int, ...]  # 1 for a row's first copy in the home file, 2 for the second …
 
     @property
     def sources(self) -> list[str]:
@@ -128,7 +127,6 @@ def compose(files: dict[str, MetadataFile]) -> Composition:
                 configs=configs,
                 home=home,
                 rows=tuple(members[identity][home] for identity in ordered),
-                occurrences=tuple(occurrence for _, occurrence in ordered),
             )
         )
     parts.sort(key=lambda part: part.name)

@@ -350,6 +350,7 @@ def mirror_release(
         removed=tuple(plan.removed) + (() if plan.preview else (PREVIEW,)),
         extra={"shared_keys": composition.shared_keys, "parts": _parts_summary(plan)},
         provenance=_provenance(),
+        title="Mirror",
         token=token,
         num_workers=num_workers,
         commit_every=commit_every or DEFAULT_COMMIT_EVERY,

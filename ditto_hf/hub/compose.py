@@ -103,6 +103,7 @@ def publish_composed(
     removed: tuple[str, ...] = (),
     extra: dict | None = None,
     provenance: str = "",
+    title: str = "Publish",
     split: str = "train",
     token: str | None = None,
     num_workers: int = 2,
@@ -116,7 +117,8 @@ def publish_composed(
 
     ``managed`` are the folder prefixes this composition owns (stale files there are removed);
     ``copies`` the folders that repeat rows of others on purpose (a preview); ``removed`` configs
-    are dropped from the card; ``extra`` goes to ``composition.json`` as is. ``num_workers``
+    are dropped from the card; ``extra`` goes to ``composition.json`` as is; ``title`` starts the
+    commit messages. ``num_workers``
     processes run ``encode`` and as many threads upload; ``prepare(tasks)`` runs once in this
     process before them when there is anything to make (e.g. to build indexes the workers share).
     """
@@ -167,9 +169,9 @@ def publish_composed(
             CommitOperationAdd(card.manifest_path(folder), json_bytes(manifest(folder, committed[folder]))) for folder in sorted(touched)
         ]
 
-    queue = CommitQueue(api, repo_id, title="Mirror", commit_every=commit_every, workers=num_workers, riders=riders)
     if todo and prepare is not None:
         prepare([shard.task for shard in todo])
+    queue = CommitQueue(api, repo_id, title=title, commit_every=commit_every, workers=num_workers, riders=riders)
     with tempfile.TemporaryDirectory(prefix="ditto-hf-compose-", dir=workdir) as scratch:
         try:
             for shard, made_file in make_shards(todo, encode, Path(scratch), num_workers):
@@ -207,7 +209,7 @@ def publish_composed(
                 files["README.md"] = readme.encode()
                 return changed_files(api, repo_id, files, head) + deletions(result.deleted)
 
-            queue.finish(last_operations, f"Mirror: {', '.join(config.name for config in configs)}")
+            queue.finish(last_operations, f"{title}: {', '.join(config.name for config in configs)}")
         finally:
             queue.close()
     result.uploaded, result.commits = queue.uploaded, queue.commits
