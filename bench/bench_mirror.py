@@ -12,7 +12,7 @@ and reports rows stored, parquet bytes (against the distinct video bytes of the 
 of a first mirror and of reading + encoding alone (at 1 and 2 workers, worker start included), and
 the seconds of a complete rerun (which reads no video).
 
-    python bench/bench_mirror.py [--dirs 8] [--sources 3] [--size 160] [--frames 33] [--shard-rows 16]
+    python bench/bench_mirror.py [--dirs 8] [--sources 3] [--size 160] [--frames 33] [--shard-rows 16] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--shard-rows", type=int, default=16, help="rows per shard of the composed mirror")
     parser.add_argument("--shard-size", default="4MB", help="max_shard_size of the baseline")
+    parser.add_argument("--repeat", type=int, default=2, help="read + encode passes per worker count; the best is reported")
     args = parser.parse_args()
 
     from ditto_hf.testing.hub_server import HubServer
@@ -126,10 +127,12 @@ def main() -> None:
                 f"composed, {workers} worker(s): {part_rows} rows in parts, {part_bytes / 1e6:.2f} MB parquet "
                 f"(+{preview_bytes / 1e6:.2f} MB preview), {seconds:.1f} s ({part_rows / seconds:.1f} rows/s), rerun {rerun:.1f} s"
             )
-        encoded = {}
-        for workers in (1, 2):
-            seconds, encoded_rows = encode_only(root, workers, args.shard_rows)
-            encoded[workers] = seconds
+        encoded: dict[int, float] = {}
+        for _ in range(args.repeat):  # interleaved, best of N: the machine is shared
+            for workers in (1, 2):
+                seconds, encoded_rows = encode_only(root, workers, args.shard_rows)
+                encoded[workers] = min(seconds, encoded.get(workers, seconds))
+        for workers, seconds in encoded.items():
             print(f"read + encode only, {workers} worker(s): {encoded_rows} rows in {seconds:.1f} s ({encoded_rows / seconds:.1f} rows/s)")
         distinct = edited_bytes + source_bytes
         print(f"stored bytes: composed / baseline = {part_bytes / size:.2f}x; composed / distinct videos = {part_bytes / distinct:.2f}x")
