@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from ditto_hf.builders.plan import (
 from ditto_hf.builders.release import (
     DEFAULT_ROOT,
     METADATA_DIR,
+    MetadataRow,
     ReleaseRoot,
     load_captions,
     parse_row,
@@ -163,6 +165,14 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
                     "caption": triplet.caption,
                 },
             )
+
+    def examples_of(self, rows: Sequence[MetadataRow], captions: Mapping[str, str], shown_as: str) -> Iterator[dict]:
+        """The examples of any ``rows`` of this release (numbered as in ``shown_as``), in that order;
+        bad rows are raised or skipped as ``on_bad_rows`` says. The Hub mirror reads its parts with this."""
+        readers = self._readers(self.release)
+        triplets = plan_triplets(list(rows), readers, dict(captions), self.bad_rows, shown_as)
+        for _, example in self._shard_examples(Shard(0, tuple(triplets)), readers, shown_as):
+            yield example
 
     def _read(self, readers: Readers, member, row, key: str, shown_as: str) -> bytes:
         """The bytes of one video of a row; unreadable or broken videos become a BadRowError naming the row."""

@@ -20,7 +20,7 @@ from ditto_hf.generate.stages import STAGES, stage_class
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = [ROOT / "ditto_1m.py", *sorted((ROOT / "builders").glob("*.py")), *sorted((ROOT / "cards").glob("*.py"))]
 PRODUCT += [path for path in sorted((ROOT / "ditto_hf").rglob("*.py")) if "testing" not in path.relative_to(ROOT / "ditto_hf").parts]
-TEST_MODULES = ("ditto_hf.testing", "tests", "conftest", "engine_fixtures")
+TEST_MODULES = ("ditto_hf.testing", "tests", "conftest", "engine_fixtures", "hub_fixtures")
 
 #: part -> parts it must never import (ARCHITECTURE.md, "Imports that must never exist").
 FORBIDDEN = {
@@ -33,8 +33,9 @@ FORBIDDEN = {
         "ditto_hf.hub",
         "ditto_hf.builders",
     ),
-    "ditto_hf.builders": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.commands"),
-    "ditto_hf.hub": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.evaluate"),
+    "ditto_hf.builders": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.mirror", "ditto_hf.commands"),
+    "ditto_hf.hub": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.mirror", "ditto_hf.builders", "ditto_1m", "ditto_hf.evaluate"),
+    "ditto_hf.mirror": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny"),
     "ditto_hf.models": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.builders", "datasets"),
     "ditto_hf.generate.contract": (
         "ditto_hf.generate.stages",

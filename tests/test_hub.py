@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_fixtures import card_text, commits, read_back, repo_state
 
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.run.rundir import RunDir
 
 REPO = "loopback/ditto-mirror"
-TINY = {"max_shard_size": 4000, "row_group_bytes": 8000}  # tiny clips: one row per row group, two per shard
+TINY = {"max_shard_size": 7000, "row_group_bytes": 5000}  # tiny clips (~3.7 KB a row): one row per row group, two per shard
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +85,6 @@ def run_dir(clips: list[Path], folder: Path) -> Path:
     return folder
 
 
-def repo_state(api, repo_id: str) -> dict[str, str]:
-    """``path -> content hash`` of every file on the repo's main branch."""
-    files = [f for f in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True) if hasattr(f, "blob_id")]
-    return {f.path: (f.lfs.sha256 if f.lfs else f.blob_id) for f in files}
-
-
 def expected_rows(clips: list[Path], dataset) -> list[dict]:
     """What a reader must get back: text columns, mp4 bytes and decoded frames of every video."""
     from ditto_hf.video import read_frames
@@ -109,46 +104,6 @@ def _raw():
     from datasets import Video
 
     return Video(decode=False)
-
-
-# Runs in a fresh interpreter that never imports ditto_hf: only datasets + torchcodec, as a user would.
-READ_BACK = textwrap.dedent(
-    """
-    import hashlib, json, sys
-    import datasets
-
-    repo, configs = sys.argv[1], sys.argv[2:]
-    out = {}
-    for config in configs:
-        decoded = datasets.load_dataset(repo, config, split="train", streaming=True)
-        raw = datasets.load_dataset(repo, config, split="train", streaming=True).decode(False)
-        rows = []
-        for row, raw_row in zip(decoded, raw, strict=True):
-            record = {k: v for k, v in row.items() if k not in ("source", "edited")}
-            for column in ("source", "edited"):
-                frames = row[column][:]  # every frame, (T, C, H, W) uint8
-                record[column + "_frames"] = hashlib.sha256(frames.permute(0, 2, 3, 1).contiguous().numpy().tobytes()).hexdigest()
-                record[column + "_sha256"] = hashlib.sha256(raw_row[column]["bytes"]).hexdigest()
-            rows.append(record)
-        out[config] = rows
-    assert not any(name.startswith("ditto_hf") for name in sys.modules), "the reader imported ditto_hf"
-    print(json.dumps(out))
-    """
-)
-
-
-def read_back(hub_server, repo_id: str, configs: list[str]) -> dict:
-    env = {**os.environ, "HF_ENDPOINT": hub_server.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", READ_BACK, repo_id, *configs],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_two_configs_stream_back_with_plain_datasets(hub_server, tiny_clips, tmp_path):
@@ -218,7 +173,7 @@ def test_killed_publish_resumes_to_the_same_state(hub_server, tiny_clips):
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
-    while len(_commits(api, REPO)) < 2:  # the repo's initial commit + the child's first batch
+    while len(commits(api, REPO)) < 2:  # the repo's initial commit + the child's first batch
         assert child.poll() is None, child.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "the publishing process made no commit"
         time.sleep(0.05)
@@ -235,12 +190,12 @@ def test_killed_publish_resumes_to_the_same_state(hub_server, tiny_clips):
     final = repo_state(api, REPO)
     readme = lambda state: {k: v for k, v in state.items() if k != "README.md"}  # noqa: E731 (names the repo)
     assert readme(final) == readme(reference)
-    assert _card_text(api, REPO, "X") == _card_text(api, "loopback/reference", "X")
+    assert card_text(api, REPO, "X") == card_text(api, "loopback/reference", "X")
 
-    commits = len(_commits(api, REPO))
+    made_commits = len(commits(api, REPO))
     again = publish(triplets(tiny_clips, pairs, "kill"), REPO, "main_cfg", commit_every=2, **TINY)
     assert again.uploaded == 0 and again.commits == [] and again.reused == len(again.shards)
-    assert repo_state(api, REPO) == final and len(_commits(api, REPO)) == commits
+    assert repo_state(api, REPO) == final and len(commits(api, REPO)) == made_commits
     rows = datasets.load_dataset(REPO, "main_cfg", split="train", streaming=True).decode(False)
     assert [row["instruction"] for row in rows] == [f"kill: turn clip {s} into clip {e}" for s, e in pairs]
 
@@ -264,21 +219,6 @@ KILLED_PUBLISH = textwrap.dedent(
     publish(dataset, "REPO", "main_cfg", commit_every=2, on_shard=lambda shard, on_hub: time.sleep(0.5), **limits)
     """
 ).replace("REPO", REPO)
-
-
-def _commits(api, repo_id: str) -> list:
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        return api.list_repo_commits(repo_id, repo_type="dataset")
-    except RepositoryNotFoundError:
-        return []
-
-
-def _card_text(api, repo_id: str, placeholder: str) -> str:
-    """The card with the repo's id and name replaced by ``placeholder``."""
-    text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
-    return text.replace(repo_id, placeholder).replace(repo_id.split("/")[1], placeholder)
 
 
 def test_publish_rides_out_transient_hub_errors(hub_server, tiny_clips):
@@ -377,41 +317,3 @@ def test_publish_rejects_rows_without_the_triplet_columns(hub_server, tiny_clips
         publish(triplets(tiny_clips, [], "x"), REPO, "empty")
     with pytest.raises(DittoError, match="invalid config name"):
         publish(triplets(tiny_clips, [(0, 1)], "x"), REPO, "no spaces")
-
-
-def test_mirror_command_converts_the_release(hub_server, tmp_path, capsys):
-    """`ditto-hf mirror --config all` puts every config of a (miniature) release on the Hub, byte for byte."""
-    import datasets
-    from huggingface_hub import DatasetCard
-
-    from ditto_1m import Ditto1M
-    from ditto_hf.cli import main
-    from ditto_hf.testing.release import make_release
-
-    release = make_release(tmp_path / "release", dirs=2, sources_per_dir=1)
-    main(["mirror", "--config", "all", "--data-dir", str(release.root), "--repo", "loopback/mirror"])
-    assert "config local: 4 rows" in " ".join(capsys.readouterr().err.split())
-
-    card = DatasetCard.load("loopback/mirror", repo_type="dataset")
-    assert [c["config_name"] for c in card.data.configs] == release.configs
-    assert "builder config `sim2real`" in card.text
-    for config in ("local", "sim2real"):
-        original = list(Ditto1M(config_name=config, data_dir=str(release.root)).as_streaming_dataset("train").decode(False))
-        mirrored = list(datasets.load_dataset("loopback/mirror", config, split="train", streaming=True).decode(False))
-        assert [{**row, "source": row["source"]["bytes"], "edited": row["edited"]["bytes"]} for row in mirrored] == [
-            {**row, "source": row["source"]["bytes"], "edited": row["edited"]["bytes"]} for row in original
-        ]
-
-    # a metadata row whose edited video is missing: named and fatal by default, counted when skipping
-    metadata = release.root / "training_metadata" / "local.json"
-    rows = json.loads(metadata.read_text())
-    metadata.write_text(json.dumps(rows + [{**rows[0], "edited_path": "local/0000/missing_9.mp4"}]))
-    local = ["mirror", "--config", "local", "--data-dir", str(release.root), "--repo", "loopback/mirror"]
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as failed:
-        main([*local, "--config-name", "local_copy"])
-    assert failed.value.code == 1 and "row 4" in capsys.readouterr().err
-    main([*local, "--config-name", "local_copy", "--on-bad-rows", "skip"])
-    assert "1 bad row(s) of local skipped" in " ".join(capsys.readouterr().err.split())
-    copied = datasets.load_dataset("loopback/mirror", "local_copy", split="train", streaming=True).decode(False)
-    assert sorted(row["edited_path"] for row in copied) == sorted(row["edited_path"] for row in rows)

@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -13,13 +14,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ditto_hf import __version__
-
 LEVEL_STYLE = {"ok": "green", "warning": "yellow", "error": "bold red"}
 
 
 @click.command("mirror")
-@click.option("--config", "config", required=True, help="Builder config to mirror, or 'all' for every metadata file present.")
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    help="Config to mirror (repeat for several; 'all' is global+local.json). Default: every metadata file of the release.",
+)
 @click.option(
     "--data-dir",
     default="hf://datasets/QingyanBai/Ditto-1M",
@@ -27,9 +31,23 @@ LEVEL_STYLE = {"ok": "green", "warning": "yellow", "error": "bold red"}
     help="Root of the original release: a local folder or an hf:// URL.",
 )
 @click.option("--repo", required=True, help="Target dataset repo, NS/NAME (created if missing).")
-@click.option("--config-name", default=None, help="Name of the config on the Hub (default: the builder config's name).")
-@click.option("--num-workers", default=2, show_default=True, type=click.IntRange(1), help="Parallel shard uploads.")
-@click.option("--max-shard-size", default="500MB", show_default=True, help="Parquet file size to aim for.")
+@click.option(
+    "--num-workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Processes reading and encoding shards (and upload threads).",
+)
+@click.option(
+    "--shard-rows", default=160, show_default=True, type=click.IntRange(1), help="Rows per parquet file (cut between source videos)."
+)
+@click.option(
+    "--preview-rows",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Triplets per category in the default `preview` config (0: none).",
+)
 @click.option(
     "--on-bad-rows",
     type=click.Choice(["raise", "skip"]),
@@ -37,84 +55,99 @@ LEVEL_STYLE = {"ok": "green", "warning": "yellow", "error": "bold red"}
     show_default=True,
     help="Stop at the first unreadable row, or skip (and count) such rows.",
 )
+@click.option("--dry-run", is_flag=True, help="Print the parts, configs and shards from the metadata files; read no video, upload nothing.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token (default: the logged-in token).")
-def mirror_command(config, data_dir, repo, config_name, num_workers, max_shard_size, on_bad_rows, token) -> None:
-    """Convert the original Ditto-1M release into parquet configs of a Hub dataset repo.
+def mirror_command(configs, data_dir, repo, num_workers, shard_rows, preview_rows, on_bad_rows, dry_run, token) -> None:
+    """Convert the original Ditto-1M release into one Hub dataset repo of parquet configs.
 
-    Resumable: rerun the same command after an interruption; shards already on the Hub are kept.
+    Every triplet is stored once, in one of the disjoint parts of the release's metadata files;
+    each config lists the parts it is made of. Resumable: rerun the same command after an
+    interruption; shards already on the Hub are neither read nor uploaded again.
     """
-    from ditto_1m import Ditto1M, release_storage_options
-    from ditto_hf.builders.release import ReleaseRoot
-    from ditto_hf.errors import DittoError
+    from ditto_hf.mirror import mirror_release, plan_mirror
 
-    # every metadata file present (the builder's own "all" config, global+local.json, is one of them)
-    release = ReleaseRoot(data_dir, release_storage_options(data_dir, None, token))
-    names = list(release.metadata_files()) if config == "all" else [config]
-    if config_name and len(names) > 1:
-        raise DittoError("--config-name names one config; it cannot be used with --config all")
     console = Console(stderr=True)
-    for name in names:
-        target = config_name or name
-        builder = Ditto1M(config_name=name, data_dir=data_dir, on_bad_rows=on_bad_rows, token=token)
-        result = _publish_with_progress(
-            console,
-            builder.as_streaming_dataset("train"),
-            repo,
-            target,
-            token=token,
-            max_shard_size=max_shard_size,
-            num_workers=num_workers,
-            provenance=_mirror_provenance(name),
+    options = {"shard_rows": shard_rows, "preview_rows": preview_rows, "on_bad_rows": on_bad_rows, "token": token}
+    if dry_run:
+        from ditto_hf.hub.compose import remote_composition
+
+        before = [name for name in (remote_composition(repo, token) or {}).get("configs", {}) if name != "preview"]
+        plan = plan_mirror(data_dir, configs=list(configs) or None, mirrored_before=before, **options)
+        Console().print(_plan_tables(plan))
+        return
+    progress, on_plan, on_shard = _mirror_progress(console)
+    with progress:
+        result = mirror_release(
+            data_dir, repo, configs=list(configs) or None, num_workers=num_workers, on_plan=on_plan, on_shard=on_shard, **options
         )
-        console.print(
-            f"[green]{repo}[/] config [bold]{target}[/]: {result.num_rows} rows in {len(result.shards)} shard(s) "
-            f"({result.uploaded} uploaded, {result.reused} already on the Hub, {len(result.deleted)} stale removed)"
-        )
-        if builder.bad_rows.skipped:
-            console.print(f"[yellow]{builder.bad_rows.skipped} bad row(s) of {name} skipped (see the log above)[/]")
+    for name, rows in result.configs.items():
+        console.print(f"[green]{repo}[/] config [bold]{name}[/]: {rows} rows")
+    console.print(
+        f"{sum(len(records) for records in result.folders.values())} shard(s) in {len(result.folders)} folder(s): "
+        f"{result.made} made, {result.reused} already on the Hub, {result.uploaded} uploaded, {len(result.deleted)} stale removed, "
+        f"{len(result.commits)} commit(s)"
+    )
+    if result.skipped_rows:
+        console.print(f"[yellow]{len(result.skipped_rows)} bad row(s) skipped (see the log above and the folders' manifest.json)[/]")
 
 
-def _publish_with_progress(console: Console, dataset, repo: str, config_name: str, **options):
+def _mirror_progress(console: Console):
+    """A rich progress bar over the planned shards, and the callbacks that drive it."""
     from huggingface_hub.utils import disable_progress_bars
-
-    from ditto_hf.hub import publish
 
     disable_progress_bars()  # the rich progress below replaces the per-file upload bars
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("shards"),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{config_name}", total=None, status="reading rows…")
-        totals = {"rows": 0, "bytes": 0, "shards": 0, "reused": 0}
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task("mirror", total=None, status="reading the metadata files…")
+    totals = {"rows": 0, "bytes": 0, "reused": 0}
 
-        def on_shard(shard, on_hub: bool) -> None:
-            totals["rows"] += shard.num_rows
-            totals["bytes"] += shard.size
-            totals["shards"] += 1
-            totals["reused"] += on_hub
-            status = (
-                f"{totals['shards']} shards, {totals['rows']} rows, {totals['bytes'] / 1e6:.1f} MB ({totals['reused']} already on the Hub)"
-            )
-            progress.update(task, advance=1, status=status)
+    def on_plan(plan) -> None:
+        progress.update(task, total=len(plan.shards), status=f"{len(plan.parts)} parts, configs {', '.join(plan.configs)}")
 
-        result = publish(dataset, repo, config_name, on_shard=on_shard, **options)
-        progress.update(task, total=totals["shards"], completed=totals["shards"], status=f"{result.num_rows} rows committed")
-    return result
+    def on_shard(shard, record: dict, on_hub: bool) -> None:
+        totals["rows"] += record["num_rows"]
+        totals["bytes"] += record["size"]
+        totals["reused"] += on_hub
+        status = f"{totals['rows']} rows, {totals['bytes'] / 1e6:.1f} MB ({totals['reused']} shards already on the Hub)"
+        progress.update(task, advance=1, status=status)
+
+    return progress, on_plan, on_shard
 
 
-def _mirror_provenance(builder_config: str) -> str:
-    import datasets
-    import huggingface_hub
+def _plan_tables(plan):
+    from rich.console import Group
 
-    return (
-        f"Converted from the original Ditto-1M release (QingyanBai/Ditto-1M; builder config `{builder_config}`) "
-        f"with `ditto-hf mirror` (ditto-hf {__version__}, datasets {datasets.__version__}, "
-        f"huggingface_hub {huggingface_hub.__version__}). Videos are the release's mp4 files, byte for byte."
+    parts = Table(title=f"Parts of {plan.data_dir} (each row stored once)")
+    for column in ("part", "rows", "source videos", "shards", "in configs"):
+        parts.add_column(column, overflow="fold")
+    shards = {}
+    for shard in plan.shards:
+        shards[shard.folder] = shards.get(shard.folder, 0) + 1
+    from ditto_hf.mirror import part_folder
+
+    for part in plan.parts:
+        parts.add_row(part.name, str(len(part.rows)), str(len(part.sources)), str(shards[part_folder(part.name)]), ", ".join(part.configs))
+    configs = Table(title="Configs (unions of parts)")
+    for column in ("config", "rows", "metadata entries", "parts"):
+        configs.add_column(column, overflow="fold")
+    for name in plan.configs:
+        names = plan.composition.configs[name]
+        rows = sum(len(plan.composition.part(part).rows) for part in names)
+        configs.add_row(name, str(rows), str(plan.composition.files[name].entries), ", ".join(names))
+    distinct, copies = plan.source_copies
+    summary = (
+        f"{sum(len(part.rows) for part in plan.parts)} triplets stored once; {distinct} source videos stored {copies} times "
+        f"(once per part that uses them); preview: {len(plan.preview)} rows; {len(plan.shards)} shards"
     )
+    return Group(parts, configs, summary)
 
 
 @click.command("check")

@@ -1,12 +1,19 @@
 """The dataset card (README.md) of a published repo, rendered from ``cards/README.md.j2``.
 
-The YAML header carries ``configs:`` and ``dataset_info:`` for every config (entries of configs
-published before are kept as they are); the body lists every config's row counts, how it was
-made and its per-shard SHA-256 manifest, read from the ``<config>/manifest.json`` files.
+A config is a list of data folders (``<folder>/<split>-*.parquet``, one ``<folder>/manifest.json``
+each): a config published on its own has one folder named after it; a composed config (the
+release mirror) lists the disjoint parts it is made of. The YAML header carries ``configs:`` (with
+``data_files`` per config) and ``dataset_info:`` for every config (entries published before are
+kept as they are); the body lists each config's row counts and parts, how it was made, the layout
+of a composed repo (from ``composition.json``) and every folder's per-shard SHA-256 manifest.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 
 from datasets import DatasetInfo, Features, SplitDict, SplitInfo
@@ -17,6 +24,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 LICENSE = "cc-by-nc-sa-4.0"
 TEMPLATE = "README.md.j2"
 MANIFEST_NAME = "manifest.json"
+COMPOSITION_PATH = "composition.json"
 CITATION = """@article{bai2025ditto,
   title   = {Scaling Instruction-Based Video Editing with a High-Quality Synthetic Dataset},
   author  = {Bai, Qingyan and others},
@@ -24,66 +32,164 @@ CITATION = """@article{bai2025ditto,
   year    = {2025}
 }"""
 
-
-def manifest_path(config_name: str) -> str:
-    return f"{config_name}/{MANIFEST_NAME}"
+ReadText = Callable[[str], "str | None"]  # repo path -> text, or None when the repo has no such file
 
 
-def data_files_pattern(config_name: str, split: str) -> str:
-    return f"{config_name}/{split}-*"
+@dataclass(frozen=True)
+class CardConfig:
+    """A config as the card declares it: the data folders it reads, in order."""
+
+    name: str
+    folders: tuple[str, ...]
+    split: str = "train"
+    default: bool = False
+
+    def entry(self) -> dict:
+        """The config's ``configs:`` entry (without its name)."""
+        patterns = [data_files_pattern(folder, self.split) for folder in self.folders]
+        entry = {"data_files": [{"split": self.split, "path": patterns[0] if len(patterns) == 1 else patterns}]}
+        if self.default:
+            entry["default"] = True
+        return entry
 
 
-def dataset_info_of(manifest: dict, features: Features) -> DatasetInfo:
-    """The ``dataset_info:`` entry of one config, from its manifest."""
+def manifest_path(folder: str) -> str:
+    return f"{folder}/{MANIFEST_NAME}"
+
+
+def data_files_pattern(folder: str, split: str) -> str:
+    return f"{folder}/{split}-*"
+
+
+def declared_configs(card_data: DatasetCardData | None) -> list[CardConfig]:
+    """The configs a card declares, each with the folders its ``data_files`` patterns point into."""
+    if card_data is None:
+        return []
+    configs = []
+    for name, config in MetadataConfigs.from_dataset_card_data(card_data).items():
+        data_files = config.get("data_files") or []
+        entries = [data_files] if isinstance(data_files, (str, dict)) else data_files
+        split, patterns = "train", []
+        for entry in entries:
+            if isinstance(entry, dict):
+                split = entry.get("split", split)
+                entry = entry["path"]
+            patterns.extend([entry] if isinstance(entry, str) else entry)
+        folders = tuple(dict.fromkeys(posixpath.dirname(pattern) for pattern in patterns))
+        configs.append(CardConfig(name, folders, split, bool(config.get("default"))))
+    return configs
+
+
+def dataset_info_of(manifests: list[dict]) -> DatasetInfo:
+    """The ``dataset_info:`` entry of a config made of the folders these manifests describe."""
     splits = SplitDict()
-    splits.add(SplitInfo(name=manifest["split"], num_bytes=manifest["num_bytes"], num_examples=manifest["num_rows"]))
-    download_size = sum(shard["size"] for shard in manifest["shards"])
+    split = manifests[0]["split"]
+    num_bytes = sum(manifest["num_bytes"] for manifest in manifests)
+    splits.add(SplitInfo(name=split, num_bytes=num_bytes, num_examples=sum(manifest["num_rows"] for manifest in manifests)))
     return DatasetInfo(
-        features=features,
+        features=Features.from_dict(manifests[0]["features"]),
         splits=splits,
-        download_size=download_size,
-        dataset_size=manifest["num_bytes"],
+        download_size=sum(shard["size"] for manifest in manifests for shard in manifest["shards"]),
+        dataset_size=num_bytes,
     )
 
 
-def card_data_with(existing: DatasetCardData | None, manifest: dict, features: Features) -> DatasetCardData:
-    """``existing`` card metadata plus (or with a refreshed) entry for the manifest's config."""
+def card_data_with(
+    existing: DatasetCardData | None, configs: list[CardConfig], manifests: dict[str, dict], removed: tuple[str, ...] = ()
+) -> DatasetCardData:
+    """``existing`` card metadata with entries for ``configs`` added or refreshed (their folders'
+    manifests in ``manifests``) and the ``removed`` configs dropped. At most one config is the default."""
     card_data = DatasetCardData(**(existing.to_dict() if existing is not None else {}))
     card_data.license = LICENSE
     card_data["tags"] = sorted(set(card_data.get("tags") or []) | {"video", "video-editing", "ditto-1m"})
-    name = manifest["config_name"]
-    MetadataConfigs(
-        {name: {"data_files": [{"split": manifest["split"], "path": data_files_pattern(name, manifest["split"])}]}}
-    ).to_dataset_card_data(card_data)
-    DatasetInfosDict({name: dataset_info_of(manifest, features)}).to_dataset_card_data(card_data)
+    if any(config.default for config in configs):
+        for entry in card_data.get("configs") or []:
+            entry.pop("default", None)
+    MetadataConfigs({config.name: config.entry() for config in configs}).to_dataset_card_data(card_data)
+    infos = {config.name: dataset_info_of([manifests[folder] for folder in config.folders]) for config in configs}
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
+    if removed:
+        card_data["configs"] = [entry for entry in card_data.get("configs") or [] if entry["config_name"] not in removed]
+        info = card_data.get("dataset_info")
+        if isinstance(info, list):
+            card_data["dataset_info"] = [entry for entry in info if entry.get("config_name") not in removed]
     return card_data
 
 
-def render_card(repo_id: str, card_data: DatasetCardData, manifests: list[dict], extra_columns: list[str]) -> str:
+def updated_card(
+    repo_id: str,
+    read_text: ReadText,
+    configs: list[CardConfig],
+    manifests: dict[str, dict],
+    *,
+    extra_columns: list[str],
+    composition: dict | None = None,
+    removed: tuple[str, ...] = (),
+) -> str:
+    """README.md text after publishing ``configs``: the repo's card (read with ``read_text``) with
+    their entries refreshed; other configs' manifests and ``composition.json`` are read from the repo
+    unless given."""
+    text = read_text("README.md")
+    existing = DatasetCard(text) if text is not None else None
+    card_data = card_data_with(existing.data if existing else None, configs, manifests, removed)
+    every = declared_configs(card_data)
+    known = dict(manifests)
+    for folder in dict.fromkeys(folder for config in every for folder in config.folders):
+        if folder not in known and (found := read_text(manifest_path(folder))) is not None:
+            known[folder] = json.loads(found)
+    if composition is None and (found := read_text(COMPOSITION_PATH)) is not None:
+        composition = json.loads(found)
+    return render_card(repo_id, card_data, every, known, extra_columns, composition)
+
+
+def render_card(
+    repo_id: str,
+    card_data: DatasetCardData,
+    configs: list[CardConfig],
+    manifests: dict[str, dict],
+    extra_columns: list[str],
+    composition: dict | None = None,
+) -> str:
     """README.md text: ``card_data`` as YAML, then the body from the template."""
     template = resources.files("ditto_hf.cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    views = [_config_view(config, manifests) for config in sorted(configs, key=lambda c: (not c.default, c.name))]
+    folders = [manifests[folder] | {"folder": folder} for folder in sorted({f for c in configs for f in c.folders} & set(manifests))]
     card = DatasetCard.from_template(
         card_data,
         template_str=template,
         pretty_name=card_data.pretty_name or repo_id.split("/")[-1],
         repo_id=repo_id,
-        configs=[_config_view(manifest) for manifest in sorted(manifests, key=lambda m: m["config_name"])],
+        configs=views,
+        provenance=_provenance_groups(views),
+        folders=folders,
+        layout=(composition or {}).get("layout"),
         extra_columns=[f"`{name}`" for name in extra_columns],
         citation=CITATION,
     )
     return str(card)
 
 
-def _config_view(manifest: dict) -> dict:
-    size = sum(shard["size"] for shard in manifest["shards"])
+def _config_view(config: CardConfig, manifests: dict[str, dict]) -> dict:
+    found = [manifests[folder] for folder in config.folders if folder in manifests]
+    complete = len(found) == len(config.folders)
+    size = sum(shard["size"] for manifest in found for shard in manifest["shards"])
     return {
-        "name": manifest["config_name"],
-        "num_rows": manifest["num_rows"],
-        "num_shards": len(manifest["shards"]),
-        "size_text": _human_size(size),
-        "provenance": manifest.get("provenance", "").strip(),
-        "shards": manifest["shards"],
+        "name": config.name,
+        "default": config.default,
+        "folders": config.folders,
+        "num_rows": sum(manifest["num_rows"] for manifest in found) if complete else "?",
+        "num_shards": sum(len(manifest["shards"]) for manifest in found) if complete else "?",
+        "size_text": _human_size(size) if complete else "?",
+        "provenance": found[0].get("provenance", "").strip() if found else "",
     }
+
+
+def _provenance_groups(views: list[dict]) -> list[dict]:
+    """Configs made the same way share one "How it was made" entry."""
+    groups: dict[str, list[str]] = {}
+    for view in views:
+        groups.setdefault(view["provenance"], []).append(view["name"])
+    return [{"names": names, "text": text} for text, names in groups.items()]
 
 
 def _human_size(size: int) -> str:
