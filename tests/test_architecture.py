@@ -34,7 +34,15 @@ FORBIDDEN = {
         "ditto_hf.builders",
     ),
     "ditto_hf.builders": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.mirror", "ditto_hf.commands"),
-    "ditto_hf.hub": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.mirror", "ditto_hf.builders", "ditto_1m", "ditto_hf.evaluate"),
+    "ditto_hf.hub": (
+        "ditto_hf.generate",
+        "ditto_hf.commands",
+        "ditto_hf.tiny",
+        "ditto_hf.mirror",
+        "ditto_hf.builders",
+        "ditto_1m",
+        "ditto_hf.evaluate",
+    ),
     "ditto_hf.mirror": ("ditto_hf.generate", "ditto_hf.commands", "ditto_hf.tiny"),
     "ditto_hf.models": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.commands", "ditto_hf.tiny", "ditto_hf.builders", "datasets"),
     "ditto_hf.generate.contract": (
