@@ -6,7 +6,7 @@ all ones: every pixel is generated under depth guidance), the edited keyframe as
 one framing) and the edit instruction as the prompt. Portrait clips get a portrait output size. A step-distillation LoRA (e.g.
 CausVid) in any known spelling (ComfyUI, DiffSynth, diffusers) is converted and loaded by
 :mod:`ditto_hf.lora`, the editing pipeline's loader; precision comes from the model spec's dtype
-(the VAE stays in ``vae_dtype``).
+(the VAE stays in ``vae_dtype``), and ``quantization`` on the spec quantises the transformer on load.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class VaceStage(Stage):
     @dataclass
     class Config(StageConfig):
         """Settings of the ``vace`` stage. Defaults: full-quality Wan2.1-VACE-14B at Ditto-1M's
-        1280x720, 101 frames; the fast recipe adds a CausVid LoRA with ~4 steps and guidance ~1."""
+        1280x720, 101 frames; the official few-step recipe (``fast`` and ``paper``) adds the CausVid
+        v2 LoRA at 1.0 with 4 UniPC steps, guidance 1.2, shift 2 and conditioning 0.975."""
 
         #: The VACE pipeline repo (diffusers layout). ``dtype`` sets the transformer / text encoder precision.
         model: ModelSpec = field(default_factory=lambda: ModelSpec("Wan-AI/Wan2.1-VACE-14B-diffusers"))
@@ -53,11 +54,11 @@ class VaceStage(Stage):
         negative_prompt: str = WAN_NEGATIVE_PROMPT
         #: Denoising steps (Ditto's official inference: 50; with a CausVid LoRA: ~4).
         num_inference_steps: int = 50
-        #: Classifier-free guidance (official: 5.0; with a CausVid LoRA: ~1.0, which also skips the negative pass).
+        #: Classifier-free guidance (official: 5.0; official CausVid recipe: 1.2; 1.0 skips the negative pass).
         guidance_scale: float = 5.0
         #: Flow-matching shift of the scheduler (official: 5.0; ComfyUI CausVid recipe: 2.0); None keeps the repo's.
         flow_shift: float | None = 5.0
-        #: Strength of the control (depth) stream in the VACE blocks.
+        #: Strength of the control (depth) stream in the VACE blocks (official CausVid recipe: 0.975).
         conditioning_scale: float = 1.0
         #: Frames to generate, 4k+1; a shorter depth video is cut to its largest 4k+1 prefix.
         num_frames: int = 101
