@@ -148,3 +148,23 @@ def test_float8_in_a_recipe_stops_the_cli_with_one_line(checkpoints, sample_clip
     assert exit.value.code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "float8wo" in errors[0] and "int8wo" in errors[0]
+
+
+def test_pipeline_components_follow_the_real_model_index():
+    """On the real repos' model_index.json: each listed component the pipeline loads itself gets the
+    config of its own library; components passed in (the refine expert) or unknown to the class are skipped."""
+    from diffusers import TorchAoConfig as DiffusersTorchAoConfig
+    from diffusers import WanVACEPipeline, WanVideoToVideoPipeline
+    from transformers import TorchAoConfig as TransformersTorchAoConfig
+
+    from ditto_hf.generate.contract.models import quantization_config_for
+    from ditto_hf.tiny.wan import REAL_CONFIGS
+
+    vace = ModelSpec(
+        str(REAL_CONFIGS / "Wan2.1-VACE-14B-diffusers"), quantization={"type": "int8wo", "components": ["transformer", "text_encoder"]}
+    )
+    mapping = quantization_config_for(WanVACEPipeline, vace, True, {"vae": object()}).quant_mapping
+    assert set(mapping) == {"transformer", "text_encoder"}
+    assert isinstance(mapping["transformer"], DiffusersTorchAoConfig) and isinstance(mapping["text_encoder"], TransformersTorchAoConfig)
+    wan22 = ModelSpec(str(REAL_CONFIGS / "Wan2.2-T2V-A14B-Diffusers"), quantization=INT8)
+    assert quantization_config_for(WanVideoToVideoPipeline, wan22, True, {"transformer": object(), "vae": object()}) is None

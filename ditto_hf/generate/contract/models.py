@@ -187,7 +187,7 @@ class ModelRegistry:
         device = spec.resolved_device()
         if spec.quantization is not None and not is_processor:
             spec.quantization.check_device(spec.id, device)
-            quantization_config = _quantization_config(loader, spec, is_pipeline, kwargs)
+            quantization_config = quantization_config_for(loader, spec, is_pipeline, kwargs)
             if quantization_config is not None:
                 options["quantization_config"] = quantization_config
         options.update(kwargs)
@@ -212,7 +212,7 @@ class ModelRegistry:
             self._cache.clear()
 
 
-def _quantization_config(loader: Any, spec: ModelSpec, is_pipeline: bool, passed: dict[str, Any]):
+def quantization_config_for(loader: Any, spec: ModelSpec, is_pipeline: bool, passed: dict[str, Any]):
     """The ``quantization_config`` argument of ``loader.from_pretrained`` for ``spec.quantization``.
 
     A model gets its library's ``TorchAoConfig``; a diffusers pipeline a ``PipelineQuantizationConfig``
