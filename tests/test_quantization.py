@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lora_fixtures import write_lora
 from test_stage_refine import make_generated
-from test_stage_vace import SIZE, make_inputs
+from test_stage_vace import SIZE, make_inputs, predictions
 
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.models import ModelRegistry, ModelSpec, Quantization
@@ -100,6 +101,29 @@ def test_vace_quantises_its_transformer_only_and_runs(checkpoints, clips, tmp_pa
     rerun = Sample.from_dict({**sample.to_dict(), "generated": ""})
     stage.process([rerun])
     assert torch.equal(read_frames(tmp_path / rerun.generated), first)
+
+
+def test_vace_fuses_a_lora_into_the_weights_then_quantises(checkpoints, clips, tmp_path):
+    """A quantised transformer cannot take a LoRA (peft's torchao layers refuse the converter's
+    biases): the stage loads full precision, fuses the weighted LoRA, then quantises."""
+    lora = write_lora(tmp_path / "loras" / "causvid.safetensors", "comfy-main", scale=0.5)
+    sample = make_inputs(tmp_path, clips["orbit"])
+
+    def run(lora_file: Path | None, quantization: dict | None) -> tuple[VaceStage, torch.Tensor]:
+        spec = ModelSpec(str(checkpoints["vace"]), device="cpu", dtype="float32", quantization=quantization)
+        options = {"model": spec, **SIZE, "lora": None if lora_file is None else str(lora_file), "lora_scale": 0.7}
+        stage = VaceStage(options, StageContext(work_dir=tmp_path, seed=7))
+        stage.setup()
+        return stage, predictions(stage, Sample.from_dict({**sample.to_dict(), "generated": ""}))
+
+    _, base = run(None, None)
+    _, with_lora = run(lora, None)
+    stage, fused = run(lora, INT8)
+    assert stage.pipeline.get_list_adapters() == {}  # fused: no adapter layers left
+    assert is_int8(stage.pipeline.transformer.blocks[0].attn1.to_q.weight)
+    relative = (fused - with_lora).norm() / with_lora.norm()
+    assert relative < 0.05, f"fused int8 vs LoRA in float32: {relative:.4f}"
+    assert (fused - with_lora).norm() < 0.5 * (fused - base).norm()  # the LoRA (at its weight) is in the fused weights
 
 
 def test_refine_quantises_the_expert_it_loads(checkpoints, clips, tmp_path):

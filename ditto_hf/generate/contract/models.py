@@ -84,16 +84,30 @@ class Quantization:
 
     def config(self, library: str):
         """The ``TorchAoConfig`` of ``library`` (``diffusers`` or ``transformers``)."""
-        try:
-            import torchao.quantization as torchao_quantization
-        except ImportError as exc:
-            raise DittoError(f"quantization needs torchao: pip install 'ditto-hf[quant]' ({exc})") from exc
         if library == "diffusers":
             from diffusers import TorchAoConfig
         else:
             from transformers import TorchAoConfig
-        quant_type = getattr(torchao_quantization, TORCHAO_TYPES[self.type])()
-        return TorchAoConfig(quant_type, modules_to_not_convert=list(self.skip_modules) or None)
+        return TorchAoConfig(self._torchao_config(), modules_to_not_convert=list(self.skip_modules) or None)
+
+    def quantize(self, module) -> None:
+        """Quantise an already loaded ``module`` in place with torchao's own ``quantize_`` (e.g. after a
+        LoRA was fused into its weights, which a quantised model cannot take)."""
+        from torchao.quantization import quantize_
+
+        def selected(layer, name: str) -> bool:
+            import torch
+
+            return isinstance(layer, torch.nn.Linear) and not any(name == skip or name.startswith(f"{skip}.") for skip in self.skip_modules)
+
+        quantize_(module, self._torchao_config(), filter_fn=selected)
+
+    def _torchao_config(self):
+        try:
+            import torchao.quantization as torchao_quantization
+        except ImportError as exc:
+            raise DittoError(f"quantization needs torchao: pip install 'ditto-hf[quant]' ({exc})") from exc
+        return getattr(torchao_quantization, TORCHAO_TYPES[self.type])()
 
 
 @dataclass(frozen=True)

@@ -88,12 +88,19 @@ class VaceStage(Stage):
         from diffusers import WanVACEPipeline
 
         spec = self.config.model
+        # A quantised transformer cannot take a LoRA: load it in full precision, fuse, then quantise.
+        fuse_then_quantize = spec.quantization if self.config.lora else None
+        if fuse_then_quantize is not None:
+            fuse_then_quantize.check_device(spec.id, spec.resolved_device())
+            spec = spec.without_quantization()
         vae = load_vae(self.context.registry, spec, self.config.vae_dtype)
         self.pipeline = self.context.registry.load(WanVACEPipeline, spec, vae=vae)
         self.pipeline.set_progress_bar_config(disable=True)
         set_flow_shift(self.pipeline, self.config.flow_shift)
         if self.config.lora:
             self._load_lora()
+        if fuse_then_quantize is not None:
+            self._fuse_and_quantize(fuse_then_quantize)
 
     def _load_lora(self) -> None:
         """Convert the LoRA (any known spelling) for this transformer, load it once into the (possibly
@@ -102,6 +109,14 @@ class VaceStage(Stage):
 
         spec = LoraSpec(self.config.lora, self.config.lora_weight_name, scale=self.config.lora_scale, adapter_name=LORA_ADAPTER)
         load_adapters(self.pipeline, [spec])
+
+    def _fuse_and_quantize(self, quantization) -> None:
+        """Fold the weighted LoRA into the transformer's weights (diffusers' ``fuse_lora``), drop the
+        adapter, then quantise the transformer in place."""
+        if LORA_ADAPTER in self.pipeline.get_list_adapters().get("transformer", []):
+            self.pipeline.fuse_lora(components=["transformer"], adapter_names=[LORA_ADAPTER])
+            self.pipeline.unload_lora_weights()
+        quantization.quantize(self.pipeline.transformer)
 
     def pipeline_inputs(self, sample: Sample) -> dict:
         """The keyword arguments of the VACE call for ``sample`` (everything but the generator)."""
