@@ -65,6 +65,10 @@ def generate_command(src, output, recipe, engine, ray_address, limit, wave_size,
 
     if bool(repo_id) != bool(config_name):
         raise click.UsageError("--push-to-hub and --config-name go together")
+    if repo_id:
+        from ditto_hf.hub.retry import dataset_repo_id
+
+        repo_id = dataset_repo_id(repo_id)
     if wave_size and engine != "local":
         raise click.UsageError("--wave-size applies to the local engine (the ray engine already streams samples between stages)")
     console = Console(stderr=True)
@@ -81,12 +85,15 @@ def generate_command(src, output, recipe, engine, ray_address, limit, wave_size,
     console.print(
         f"kept {len(result.kept)}, rejected {len(result.rejected)}, failed {len(result.failed)} -> {run.root / 'manifest.parquet'}"
     )
-    if result.failed:
-        console.print(
-            f"failed samples and their errors are in {run.root / 'rejected.parquet'}; rerun with --retry-failed to try them again"
-        )
-    if repo_id:
+    if repo_id and result.kept:
         _push(run, repo_id, config_name, console)
+    if result.failed:
+        from ditto_hf.cli import UserError
+
+        raise UserError(
+            f"{len(result.failed)} of {len(result.records)} sample(s) failed (errors in {run.root / 'rejected.parquet'}); "
+            "fix the cause and rerun the same command with --retry-failed"
+        )
 
 
 def _dry_run(recipe, src, limit, console: Console) -> None:
@@ -99,8 +106,10 @@ def _dry_run(recipe, src, limit, console: Console) -> None:
 
 def _push(run, repo_id: str, config_name: str, console: Console) -> None:
     from ditto_hf.hub import publish
+    from ditto_hf.hub.retry import explained_hub_errors
 
-    publish(run.dataset(), repo_id, config_name, provenance=run.provenance())
+    with explained_hub_errors(repo_id):
+        publish(run.dataset(), repo_id, config_name, provenance=run.provenance())
     console.print(f"published {run.root.name} as config {config_name!r} of {repo_id}")
 
 

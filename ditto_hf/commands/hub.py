@@ -64,19 +64,22 @@ def mirror_command(configs, data_dir, repo, num_workers, shard_rows, preview_row
     each config lists the parts it is made of. Resumable: rerun the same command after an
     interruption; shards already on the Hub are neither read nor uploaded again.
     """
+    from ditto_hf.hub.retry import dataset_repo_id, explained_hub_errors
     from ditto_hf.mirror import mirror_release, plan_mirror
 
+    repo = dataset_repo_id(repo)
     console = Console(stderr=True)
     options = {"shard_rows": shard_rows, "preview_rows": preview_rows, "on_bad_rows": on_bad_rows, "token": token}
     if dry_run:
         from ditto_hf.hub.compose import remote_composition
 
-        before = [name for name in (remote_composition(repo, token) or {}).get("configs", {}) if name != "preview"]
+        with explained_hub_errors(repo):
+            before = [name for name in (remote_composition(repo, token) or {}).get("configs", {}) if name != "preview"]
         plan = plan_mirror(data_dir, configs=list(configs) or None, mirrored_before=before, **options)
         Console().print(_plan_tables(plan))
         return
     progress, on_plan, on_shard = _mirror_progress(console)
-    with progress:
+    with progress, explained_hub_errors(repo):
         result = mirror_release(
             data_dir, repo, configs=list(configs) or None, num_workers=num_workers, on_plan=on_plan, on_shard=on_shard, **options
         )

@@ -1,0 +1,230 @@
+"""Hard edges: every user mistake and every broken input is one clear line (naming the thing and
+the fix) and a non-zero exit, never a traceback, a wrong diagnosis or a silent acceptance."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from engine_fixtures import write_fixture_recipe
+
+from ditto_hf.cli import main
+from ditto_hf.errors import DittoError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_hub import TINY, triplets  # noqa: E402
+
+REPO = "loopback/hard-edges"
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    """``ditto-hf ARGS`` in this process: (exit code, stdout + stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def one_error_line(output: str) -> str:
+    """The single ``Error:`` line of ``output`` (asserting there is no traceback)."""
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    from ditto_hf.video import write_video
+
+    folder = tmp_path_factory.mktemp("edge-clips")
+    return [write_video(folder / f"c{i}.mp4", torch.full((6, 32, 32, 3), 30 * i, dtype=torch.uint8), fps=6) for i in range(4)]
+
+
+# --- repo ids, tokens, missing repos ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("repo", ["not a/valid repo!!", "a/b/c", "../../etc", "justaname"])
+def test_mirror_rejects_a_bad_repo_id_in_one_line(capsys, tmp_path, repo):
+    code, output = run_cli(capsys, "mirror", "--repo", repo, "--data-dir", str(tmp_path), "--dry-run")
+    assert code == 1
+    assert one_error_line(output) == (
+        f"Error: {repo!r} is not a dataset repo id: write it NAMESPACE/NAME "
+        + ("(your user or organisation, then the name)" if repo == "justaname" else "(letters, digits, '-', '_', '.')")
+    )
+
+
+def test_a_rejected_token_is_one_line_naming_the_repo(hub_server, capsys, tmp_path):
+    from ditto_hf.testing.release import make_release
+
+    release = make_release(tmp_path / "release")
+    hub_server.fail_next("POST create_repo", status=401)
+    code, output = run_cli(capsys, "mirror", "--repo", REPO, "--data-dir", str(release.root), "--config", "local")
+    assert code == 1
+    assert one_error_line(output) == (
+        f"Error: {REPO}: the Hub rejected the token (401); log in with `hf auth login` or pass a valid --token / HF_TOKEN"
+    )
+
+
+def test_check_a_repo_that_does_not_exist(hub_server, capsys):
+    code, output = run_cli(capsys, "check", "loopback/no-such-repo")
+    assert code == 1
+    assert one_error_line(output) == (
+        "Error: loopback/no-such-repo: no such dataset repo on the Hub (or it is private: pass --token); check the name"
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("./local-folder", "./local-folder: no such folder"),
+        ("a/b/c", "a/b/c: no such folder, and not a dataset repo id (NAMESPACE/NAME)"),
+        ("hf://datasets/a b/c", "'hf://datasets/a b/c' is not a dataset repo id: write it NAMESPACE/NAME (letters, digits, '-', '_', '.')"),
+    ],
+)
+def test_check_names_a_bad_target(capsys, target, message):
+    code, output = run_cli(capsys, "check", target)
+    assert code == 1
+    assert one_error_line(output) == f"Error: {message}"
+
+
+def test_check_accepts_an_hf_url_and_reports_a_truncated_shard(hub_server, clips, capsys):
+    from ditto_hf.hub import check, publish
+
+    result = publish(triplets(clips, [(0, 1), (2, 3)], "cut"), REPO, "cut", **TINY)
+    assert check(f"hf://datasets/{REPO}").ok
+    victim = result.shards[-1]["path"]
+    blob = hub_server.blob_path(REPO, victim)
+    blob.write_bytes(blob.read_bytes()[:1000])
+
+    code, output = run_cli(capsys, "check", f"hf://datasets/{REPO}")
+    assert code == 1
+    assert "Traceback" not in output
+    report = check(REPO)
+    unreadable = [f for f in report.errors if f.where == victim]
+    assert len(unreadable) == 1 and unreadable[0].message.startswith("not a readable parquet file ("), report.errors
+    assert unreadable[0].message.endswith("republish the config")
+
+
+# --- probe ---------------------------------------------------------------------------------------------
+
+
+def test_probe_reports_every_file(clips, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    code, output = run_cli(capsys, "probe", "--json", str(clips[0]), str(bad), str(clips[1]))
+    assert code == 1
+    lines = output.splitlines()
+    assert sum(line.startswith("{") for line in lines) == 2  # both good files printed
+    assert [line for line in lines if line.startswith("Error: ") and str(bad) in line]  # the bad one named
+    assert lines[-1] == "Error: 1 of 3 file(s) could not be probed (see above)"
+
+
+# --- generate --------------------------------------------------------------------------------------------
+
+
+def test_generate_exits_non_zero_when_a_sample_failed(tmp_path, clips, capsys):
+    from ditto_hf.generate.run.inputs import sample_id_for
+
+    victim = sample_id_for(clips[0].name, str(clips[0].absolute()))
+    recipe, _ = write_fixture_recipe(tmp_path, fail_sample=victim, min_brightness=0)
+    code, output = run_cli(capsys, "generate", "--input", str(clips[0].parent), "--output", str(tmp_path / "run"), "--recipe", str(recipe))
+    assert code == 1
+    assert "nan" not in output
+    line = one_error_line(output)
+    assert line.startswith(f"Error: 1 of {len(clips)} sample(s) failed (errors in {tmp_path / 'run' / 'rejected.parquet'})")
+    assert line.endswith("rerun the same command with --retry-failed")
+
+
+def test_generate_that_fails_at_start_writes_nothing(tmp_path, clips, capsys):
+    recipe, _ = write_fixture_recipe(tmp_path)
+    run = tmp_path / "run"
+    listing = tmp_path / "clips.txt"
+    listing.write_text(f"{clips[0]}\nmissing.mp4\n")
+    code, output = run_cli(capsys, "generate", "--input", str(listing), "--output", str(run), "--recipe", str(recipe))
+    assert code == 1
+    assert one_error_line(output) == f"Error: {listing}:2: 'missing.mp4' is not a file; fix or remove the line"
+    assert not run.exists()
+    # the corrected command is not refused
+    code, output = run_cli(capsys, "generate", "--input", str(clips[0]), "--output", str(run), "--recipe", str(recipe))
+    assert code == 0, output
+
+
+@pytest.mark.parametrize("src", ["no/such/folder", "list"])
+def test_generate_dry_run_checks_the_inputs(tmp_path, capsys, src):
+    recipe, _ = write_fixture_recipe(tmp_path)
+    if src == "list":
+        src = str(tmp_path / "clips.txt")
+        Path(src).write_text("gone.mp4\n")
+    code, output = run_cli(capsys, "generate", "--input", src, "--output", str(tmp_path / "run"), "--recipe", str(recipe), "--dry-run")
+    assert code == 1
+    line = one_error_line(output)
+    assert src in line
+    assert not (tmp_path / "run").exists()
+
+
+# --- recipes ---------------------------------------------------------------------------------------------
+
+
+def recipe_with(tmp_path: Path, change) -> Path:
+    path, _ = write_fixture_recipe(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_recipe_rejects_unknown_top_level_keys(tmp_path):
+    from ditto_hf.generate.run.recipe import load_recipe
+
+    path = recipe_with(tmp_path, lambda data: data.update(sed=0))
+    with pytest.raises(DittoError) as error:
+        load_recipe(path)
+    assert str(error.value) == (
+        f"{path}: unknown top-level key(s) ['sed']; a recipe has name, description, seed, torch_threads, model_overrides, stages"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "value", "expected"),
+    [
+        ("brightness", "min_brightness", "zero", "float"),
+        ("mirror", "smooth_passes", 1.5, "int"),
+        ("clip", "batch_size", True, "int"),
+        ("mirror", "fail_sample", 3, "str"),
+    ],
+)
+def test_recipe_checks_value_types_against_the_stage_config(tmp_path, stage, key, value, expected):
+    from ditto_hf.generate.run.recipe import load_recipe
+
+    path = recipe_with(tmp_path, lambda data: data["stages"][stage].update({key: value}))
+    with pytest.raises(DittoError) as error:
+        load_recipe(path).validate()
+    assert str(error.value) == f"recipe stage {stage!r}: {key} must be {expected}, got {value!r}"
+
+
+def test_recipe_checks_top_level_types_and_dry_run_refuses(tmp_path, capsys):
+    path = recipe_with(tmp_path, lambda data: data.update(seed="zero"))
+    code, output = run_cli(capsys, "generate", "--output", str(tmp_path / "run"), "--recipe", str(path), "--dry-run")
+    assert code == 1
+    assert one_error_line(output) == f"Error: {path}: seed must be int, got 'zero'"
+
+
+def test_recipe_type_check_knows_the_shapes_the_stages_use():
+    from typing import Literal
+
+    from ditto_hf.generate.contract.models import ModelSpec
+    from ditto_hf.generate.run.recipe import _accepts
+
+    assert _accepts(tuple[int, int], [4, 8]) and not _accepts(tuple[int, int], [4])
+    assert _accepts(dict[str, int], {"a": 1}) and not _accepts(dict[str, int], {"a": "x"})
+    assert _accepts(Literal["cls", "mean"], "cls") and not _accepts(Literal["cls", "mean"], "max")
+    assert _accepts(float | None, None) and _accepts(float, 3) and not _accepts(float, "3")
+    assert _accepts(ModelSpec, "org/model") and _accepts(ModelSpec, {"id": "org/model"}) and not _accepts(ModelSpec, 3)
+    assert _accepts(list[str], ["a"]) and not _accepts(list[str], "a")
