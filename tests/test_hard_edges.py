@@ -3,6 +3,7 @@ the fix) and a non-zero exit, never a traceback, a wrong diagnosis or a silent a
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -228,3 +229,174 @@ def test_recipe_type_check_knows_the_shapes_the_stages_use():
     assert _accepts(float | None, None) and _accepts(float, 3) and not _accepts(float, "3")
     assert _accepts(ModelSpec, "org/model") and _accepts(ModelSpec, {"id": "org/model"}) and not _accepts(ModelSpec, 3)
     assert _accepts(list[str], ["a"]) and not _accepts(list[str], "a")
+
+
+# --- cards and published data ----------------------------------------------------------------------------
+
+
+def test_card_is_complete_and_load_dataset_without_a_config_works(hub_server, clips):
+    from hub_fixtures import DEFAULT, read_back
+    from huggingface_hub import DatasetCard, HfApi
+
+    from ditto_hf.hub import publish
+    from ditto_hf.hub.card import CITATION
+
+    publish(triplets(clips, [(0, 1), (2, 3)], "own"), REPO, "first", license="mit", **TINY)
+    publish(triplets(clips, [(1, 2)], "own"), REPO, "second", license="mit", **TINY)
+    text = Path(HfApi().hf_hub_download(REPO, "README.md", repo_type="dataset")).read_text()
+    card = DatasetCard(text).data
+    assert card.task_categories == ["text-to-video", "video-to-video"]
+    assert card.language == ["en"]
+    assert card.size_categories == ["n<1K"]
+    assert card.pretty_name == "hard-edges"
+    assert card.license == "mit"
+    assert [(entry["config_name"], entry.get("default", False)) for entry in card.configs] == [("first", True), ("second", False)]
+    assert "`mit`, as stated by the publisher." in text and "CC BY-NC-SA" not in text
+    assert CITATION in text and "Chen, Qifeng" in CITATION
+    assert len(read_back(hub_server, REPO, [DEFAULT])[DEFAULT]) == 2  # load_dataset(repo): the default config
+
+
+def test_size_categories_follow_the_row_count():
+    from ditto_hf.hub.card import size_category
+
+    assert [size_category(n) for n in (0, 999, 1000, 99_999, 1_000_000, 10**8)] == [
+        "n<1K",
+        "n<1K",
+        "1K<n<10K",
+        "10K<n<100K",
+        "1M<n<10M",
+        "n>10M",
+    ]
+
+
+def test_generate_licence_defaults_to_ditto_only_for_ditto_inputs(clips):
+    from ditto_hf.commands.generate import default_license
+
+    assert default_license("QingyanBai/Ditto-1M:local@train") == "cc-by-nc-sa-4.0"
+    assert default_license("ditto_1m:global_style") == "cc-by-nc-sa-4.0"
+    assert default_license(str(clips[0].parent)) == "unknown"
+    assert default_license("me/my-clips") == "unknown"
+    assert default_license(None) == "unknown"
+
+
+def test_mirror_provenance_names_the_origin_without_local_paths(tmp_path):
+    from ditto_hf.mirror import _provenance
+
+    assert _provenance("hf://datasets/QingyanBai/Ditto-1M").startswith("Converted from the original Ditto-1M release (QingyanBai/Ditto-1M)")
+    local = _provenance(str(tmp_path / "release"))
+    assert local.startswith("Converted from a local copy of the Ditto-1M release with `ditto-hf mirror`")
+    assert str(tmp_path) not in local
+
+
+def test_published_run_leaks_no_local_paths_and_files_follow_the_umask(tmp_path, clips, monkeypatch):
+    from ditto_hf.generate.run.driver import execute, prepare
+    from ditto_hf.generate.run.rundir import RECIPE, RUN_INFO
+    from ditto_hf.tiny import default_tiny_root
+
+    recipe, _ = write_fixture_recipe(tmp_path, min_brightness=0)
+    data = yaml.safe_load(recipe.read_text())
+    data["model_overrides"] = {"org/model": str(default_tiny_root() / "model")}  # as the tiny recipe resolves {tiny}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    run_root = tmp_path / "run"
+    result = execute(*prepare(recipe, run_root, clips[0].parent, command=["ditto-hf", "generate", "--input", str(clips[0].parent)]))
+    dataset = result.run.dataset()
+    assert sorted(dataset["input_path"]) == sorted(clip.name for clip in clips)
+    provenance = result.run.provenance()
+    for private in (str(tmp_path), str(Path.home()), str(default_tiny_root())):
+        assert private not in provenance
+    assert "{tiny}/model" in provenance and '"edge-clips0"' in provenance
+    for name in (RECIPE, RUN_INFO, "manifest.parquet"):
+        assert (run_root / name).stat().st_mode & 0o777 == 0o644  # the tests' umask is 022
+    videos = list(run_root.glob("*/*.mp4"))
+    assert videos and all(video.stat().st_mode & 0o777 == 0o644 for video in videos)
+
+
+# --- the release: listings, seek indexes, bad rows ------------------------------------------------------
+
+
+@pytest.fixture
+def packed(tmp_path):
+    from ditto_hf.testing.release import make_release, pack_release
+
+    return pack_release(make_release(tmp_path / "extracted", dirs=1, sources_per_dir=1), tmp_path / "packed", part_size=4096)
+
+
+def open_category(release, cache_dir: Path, category: str = "source"):
+    from ditto_hf.builders.packed import PackedCategory, find_parts
+    from ditto_hf.builders.release import ReleaseRoot
+
+    root = ReleaseRoot(str(release.root))
+    return PackedCategory(root, category, find_parts(root, category), cache_dir)
+
+
+def test_a_changed_part_of_the_same_size_rebuilds_the_cached_index(packed, tmp_path):
+    first = open_category(packed, tmp_path / "cache").open()
+    member_path = next(path for path in packed.files if path.startswith("source/"))
+    assert first.read(first.locate(member_path)) == packed.files[member_path].read_bytes()
+    first.close()
+    part = Path(first.parts[0].path)
+    data = bytearray(part.read_bytes())
+    data[4:8] = (12345).to_bytes(4, "little")  # the gzip header's MTIME: same size, other bytes, still valid
+    part.write_bytes(bytes(data))
+    stat = part.stat()
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = open_category(packed, tmp_path / "cache")
+    assert second.cached_index != first.cached_index  # the cache key follows the bytes' version
+    second.open()
+    assert second.read(second.locate(member_path)) == packed.files[member_path].read_bytes()
+    assert sorted(path.name for path in (tmp_path / "cache").glob("*.sqlite")) == sorted(
+        [first.cached_index.name, second.cached_index.name]
+    )
+
+
+def test_a_corrupt_part_behind_a_cached_index_is_one_line_naming_the_archive(packed, tmp_path):
+    import shutil
+
+    first = open_category(packed, tmp_path / "cache").open()
+    first.close()
+    part = Path(first.parts[0].path)
+    data = bytearray(part.read_bytes())
+    for index in range(20, 60):
+        data[index] ^= 0xFF
+    part.write_bytes(bytes(data))
+    shutil.copyfile(first.cached_index, open_category(packed, tmp_path / "cache").cached_index)  # as if the cache missed the change
+    with pytest.raises(DittoError) as error:
+        reader = open_category(packed, tmp_path / "cache").open()
+        reader.read(reader.locate(next(path for path in packed.files if path.startswith("source/"))))
+    message = str(error.value)
+    assert message.startswith(f"{packed.root}/videos/source/source.tar.gz.*: ")
+    assert "\n" not in message and ("re-download" in message or "rebuild" in message)
+
+
+@pytest.mark.parametrize("route", ["GET tree", "GET repo_info"])
+def test_a_transient_error_on_the_first_listing_is_retried(hub_server, tmp_path, route, monkeypatch):
+    monkeypatch.setattr("ditto_hf.builders.release.LISTING_BACKOFF", 0.01)
+    from huggingface_hub import HfApi
+
+    from ditto_hf.builders.release import ReleaseRoot
+    from ditto_hf.testing.release import make_release
+
+    release = make_release(tmp_path / "release", dirs=1, sources_per_dir=1)
+    api = HfApi(token=hub_server.token)
+    api.create_repo("ditto/flaky", repo_type="dataset")
+    api.upload_folder(repo_id="ditto/flaky", repo_type="dataset", folder_path=release.root)
+    hub_server.fail_next(route, times=2, status=503)
+    assert set(ReleaseRoot("hf://datasets/ditto/flaky").metadata_files()) == set(release.configs)
+    assert hub_server.requests[route] >= 3
+
+
+def test_a_missing_release_root_is_not_a_server_error(hub_server, tmp_path, monkeypatch):
+    from ditto_hf.builders.release import ReleaseRoot
+
+    monkeypatch.setattr("ditto_hf.builders.release.LISTING_BACKOFF", 0.01)
+    with pytest.raises(DittoError, match="training_metadata not found: .* does not look like a Ditto-1M release root"):
+        ReleaseRoot(str(tmp_path)).metadata_files()
+    with pytest.raises(DittoError) as error:
+        ReleaseRoot("hf://datasets/ditto/no-such-release").metadata_files()
+    assert str(error.value) == (
+        "hf://datasets/ditto/no-such-release: not found (no such folder, or no such dataset repo: check the name, or pass a token)"
+    )
+    hub_server.fail_next("GET repo_info", times=20, status=500)
+    with pytest.raises(DittoError) as error:
+        ReleaseRoot("hf://datasets/ditto/down").metadata_files()
+    assert "does not look like" not in str(error.value) and "try again" in str(error.value)

@@ -202,8 +202,10 @@ def _check_card(target: _Target, report: CheckReport) -> DatasetCard | None:
         report.add("error", "README.md", "no `configs:` in the card YAML")
         return None
     report.add("ok", "README.md", f"valid YAML, configs: {', '.join(configs)}")
-    if card.data.license != LICENSE:
-        report.add("warning", "README.md", f"licence is {card.data.license!r}, Ditto-1M data is {LICENSE}")
+    if not card.data.license:
+        report.add("warning", "README.md", "no `license:` in the card YAML")
+    elif card.data.license != LICENSE and target.read_text(COMPOSITION_PATH) is not None:
+        report.add("warning", "README.md", f"licence is {card.data.license!r}, the Ditto-1M release mirrored here is {LICENSE}")
     infos = card.data.get("dataset_info") or []
     described = {info.get("config_name", "default") for info in (infos if isinstance(infos, list) else [infos])}
     for name in configs:

@@ -73,6 +73,7 @@ def publish(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     row_group_bytes: int | str = DEFAULT_ROW_GROUP_BYTES,
     provenance: str = "",
+    license: str = card.LICENSE,  # noqa: A002 - the card field's name
     commit_every: int = DEFAULT_COMMIT_EVERY,
     num_workers: int = 2,
     private: bool | None = None,
@@ -83,7 +84,8 @@ def publish(
 
     ``source`` is a ``datasets.Dataset`` / ``IterableDataset`` with the triplet columns (extra
     columns are kept); a generate run gives one with ``RunDir(path).dataset()``. ``provenance`` is
-    free text for the card's "How it was made" section (recipe, model versions...).
+    free text for the card's "How it was made" section (recipe, model versions...); ``license`` the
+    card's licence identifier (Ditto-1M's by default: pass the data's own for clips of your own).
     ``num_workers`` uploads run beside the encoding of the next shards.
     """
     _check_config_name(config_name)
@@ -129,6 +131,7 @@ def publish(
                         [card.CardConfig(config_name, (config_name,), split)],
                         {config_name: manifest},
                         extra_columns=extra_columns,
+                        license=license,
                     ).encode(),
                 }
                 return changed_files(api, repo_id, files, head) + deletions(result.deleted)
