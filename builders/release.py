@@ -177,8 +177,15 @@ def parse_row(index: int, entry, shown_as: str) -> MetadataRow:
     missing = [key for key in ROW_KEYS if key not in entry]
     if missing:
         raise bad(f"missing key(s) {', '.join(missing)}")
-    if not isinstance(entry["instruction"], str):
-        raise bad(f"instruction must be a string, got {entry['instruction']!r}")
+    instruction = entry["instruction"]
+    if not isinstance(instruction, str):
+        raise bad(f"instruction must be a string, got {instruction!r}")
+    if not instruction.strip():
+        raise bad(f"instruction is empty{' (only whitespace)' if instruction else ''}; give the row an instruction or remove it")
+    try:
+        instruction.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise bad(f"instruction is not valid Unicode ({exc.reason} at character {exc.start}); fix the text or remove the row") from None
     try:
         source_path = check_release_path(entry["source_path"], "source_path")
         edited_path = check_release_path(entry["edited_path"], "edited_path")

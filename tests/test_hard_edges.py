@@ -400,3 +400,31 @@ def test_a_missing_release_root_is_not_a_server_error(hub_server, tmp_path, monk
     with pytest.raises(DittoError) as error:
         ReleaseRoot("hf://datasets/ditto/down").metadata_files()
     assert "does not look like" not in str(error.value) and "try again" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("instruction", "reason"),
+    [
+        ("", "instruction is empty; give the row an instruction or remove it"),
+        (" \t\n", "instruction is empty (only whitespace); give the row an instruction or remove it"),
+        ("make it \ud800 red", "instruction is not valid Unicode (surrogates not allowed at character 8); fix the text or remove the row"),
+    ],
+)
+def test_rows_with_an_unusable_instruction_are_bad_rows(tmp_path, instruction, reason):
+    import json
+
+    from ditto_1m import Ditto1M
+    from ditto_hf.errors import BadRowError
+    from ditto_hf.testing.release import make_release
+
+    release = make_release(tmp_path / "release", dirs=1, sources_per_dir=1)
+    good = release.rows["local"][0]
+    # json.dumps writes the lone surrogate as the \\ud800 escape, as a broken exporter would
+    (release.root / "training_metadata" / "words.json").write_text(json.dumps([good, {**good, "instruction": instruction}]))
+    strict = Ditto1M(config_name="words", data_dir=str(release.root))
+    with pytest.raises(BadRowError) as error:
+        list(strict.as_streaming_dataset("train").decode(False))
+    assert str(error.value) == f"{release.root}/training_metadata/words.json row 1: {reason}"
+    lenient = Ditto1M(config_name="words", data_dir=str(release.root), on_bad_rows="skip")
+    assert [row["instruction"] for row in lenient.as_streaming_dataset("train").decode(False)] == [good["instruction"]]
+    assert lenient.bad_rows.skipped == 1
