@@ -428,3 +428,25 @@ def test_rows_with_an_unusable_instruction_are_bad_rows(tmp_path, instruction, r
     lenient = Ditto1M(config_name="words", data_dir=str(release.root), on_bad_rows="skip")
     assert [row["instruction"] for row in lenient.as_streaming_dataset("train").decode(False)] == [good["instruction"]]
     assert lenient.bad_rows.skipped == 1
+
+
+def test_scores_reasons_and_timings_are_structs(tmp_path, clips):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ditto_hf.generate.run.driver import execute, prepare
+
+    recipe, _ = write_fixture_recipe(tmp_path, min_brightness=40)  # the darkest clips are rejected by brightness
+    result = execute(*prepare(recipe, tmp_path / "run", clips[0].parent))
+    assert result.kept and result.rejected
+    manifest = pq.read_schema(tmp_path / "run" / "manifest.parquet")
+    assert manifest.field("scores").type == pa.struct([("brightness", pa.float64())])
+    assert manifest.field("timings").type == pa.struct([(name, pa.float64()) for name in ("brightness", "clip", "mirror")])
+    assert manifest.field("reasons").type == pa.struct([("brightness", pa.string())])
+    rejected = pq.read_table(tmp_path / "run" / "rejected.parquet").to_pylist()
+    assert {row["sample_id"] for row in rejected} == {sample.sample_id for sample in result.rejected}
+    assert all(row["scores"]["brightness"] < 40 and row["reasons"]["brightness"] for row in rejected)
+    assert all(row["timings"]["mirror"] is None for row in rejected)  # never reached: null, not missing
+    dataset = result.run.dataset()
+    bright = dataset.filter(lambda row: row["scores"]["brightness"] >= 40)  # no JSON to parse
+    assert len(bright) == len(result.kept) == len(dataset)
