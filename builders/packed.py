@@ -150,6 +150,20 @@ def _ratarmount_output():
         logger.debug("ratarmountcore: %s", line)
 
 
+@contextlib.contextmanager
+def _scan_progress(shown_as: str, total: int):
+    """While an archive is scanned: a rich bar on stderr with the bytes scanned of ``total``, the
+    speed and the time left (drawn on a terminal only); yields ``watch(file) -> file``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        yield lambda handle: progress.wrap_file(handle, total=total, description=f"indexing {shown_as}")
+    logger.info("%s: scanned %d bytes to build the seek index", shown_as, total)
+
+
 class PackedCategory:
     """Random access to the members of one packed category through its seek index."""
 
@@ -218,8 +232,8 @@ class PackedCategory:
         os.unlink(tmp_name)  # ratarmountcore creates the database itself
         try:
             try:
-                with _ratarmount_output():
-                    archive = self._open_archive(tmp_name, read_only=False)
+                with _ratarmount_output(), _scan_progress(self.shown_as, sum(part.size for part in self.parts)) as watch:
+                    archive = self._open_archive(tmp_name, read_only=False, watch=watch)
             except Exception as exc:  # the gzip and tar backends each raise their own types
                 raise DittoError(
                     f"{self.shown_as}: the {len(self.parts)} part(s) do not read as one gzip-compressed tar "
@@ -324,12 +338,14 @@ class PackedCategory:
         cache = fsspec.caching.BlockCache(block, fetch, size, maxblocks=-(-covered // block) + 2)
         return io.BufferedReader(LambdaReaderFile(lambda offset, length: cache._fetch(offset, offset + length), size), buffer_size=block)
 
-    def _open_archive(self, index_file: str, *, read_only: bool):
+    def _open_archive(self, index_file: str, *, read_only: bool, watch=None):
+        """The archive through ratarmountcore; ``watch(file) -> file`` wraps the parts (scan progress)."""
         from ratarmountcore.mountsource.formats.tar import SQLiteIndexedTar
 
+        parts = self._joined_parts()
         return SQLiteIndexedTar(
             f"{self.category}.tar.gz",
-            fileObject=self._joined_parts(),
+            fileObject=watch(parts) if watch is not None else parts,
             indexFilePath=str(index_file),
             writeIndex=not read_only,
             readOnlyIndex=read_only,

@@ -4,6 +4,7 @@ the fix) and a non-zero exit, never a traceback, a wrong diagnosis or a silent a
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -450,3 +451,27 @@ def test_scores_reasons_and_timings_are_structs(tmp_path, clips):
     dataset = result.run.dataset()
     bright = dataset.filter(lambda row: row["scores"]["brightness"] >= 40)  # no JSON to parse
     assert len(bright) == len(result.kept) == len(dataset)
+
+
+def test_the_first_scan_shows_bytes_of_total(packed, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws its bar as on a terminal
+    monkeypatch.setenv("COLUMNS", "200")
+    reader = open_category(packed, tmp_path / "cache")
+    total = sum(part.size for part in reader.parts)
+    reader.open()
+    drawn = capfd.readouterr().err
+    assert "indexing " in drawn and f"{packed.root}/videos/source/source.tar.gz.*" in drawn
+    assert f"{total / 1000:.1f}/{total / 1000:.1f} kB" in drawn  # bytes scanned of the total
+
+
+def test_mirror_progress_counts_rows_of_the_known_total(hub_server, tmp_path, monkeypatch, capfd):
+    from ditto_hf.testing.release import make_release
+
+    release = make_release(tmp_path / "release", dirs=1, sources_per_dir=1)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "240")
+    main(["mirror", "--data-dir", str(release.root), "--repo", REPO, "--config", "local", "--preview-rows", "0", "--num-workers", "1"])
+    rows = len(release.rows["local"])
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capfd.readouterr().err)  # without rich's colours
+    assert f"{rows}/{rows} rows" in drawn and "ETA" in drawn
+    assert f"{REPO} config local: {rows} rows" in drawn
