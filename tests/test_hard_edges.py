@@ -475,3 +475,15 @@ def test_mirror_progress_counts_rows_of_the_known_total(hub_server, tmp_path, mo
     drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capfd.readouterr().err)  # without rich's colours
     assert f"{rows}/{rows} rows" in drawn and "ETA" in drawn
     assert f"{REPO} config local: {rows} rows" in drawn
+
+
+@pytest.mark.parametrize("size", ["5XB", "-5MB", "lots"])
+def test_publish_rejects_a_bad_size_before_touching_the_hub(hub_server, clips, size):
+    from ditto_hf.hub import publish
+
+    with pytest.raises(DittoError) as error:
+        publish(triplets(clips, [(0, 1)], "size"), REPO, "sized", max_shard_size=size)
+    assert str(error.value) == (
+        f"max_shard_size {size!r} is not a size: give bytes or a number with a unit such as '500MB', '1GB' or '64KiB'"
+    )
+    assert not hub_server.requests["POST create_repo"]

@@ -89,6 +89,8 @@ def publish(
     ``num_workers`` uploads run beside the encoding of the next shards.
     """
     _check_config_name(config_name)
+    for name, value in (("max_shard_size", max_shard_size), ("row_group_bytes", row_group_bytes)):
+        _check_size(name, value)
     dataset = as_dataset(source)
     features = publish_features(dataset.features, source)
     api = HfApi(token=token)
@@ -181,6 +183,18 @@ def publish_features(features: Features | None, source) -> Features:
 
 def _name(source) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+
+
+def _check_size(name: str, value: int | str) -> None:
+    """A size is bytes or a number with a unit (``"500MB"``, ``"1GB"``, ``"64KiB"``), checked before any upload."""
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    try:
+        ok = convert_file_size_to_int(value) > 0
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise DittoError(f"{name} {value!r} is not a size: give bytes or a number with a unit such as '500MB', '1GB' or '64KiB'")
 
 
 def _check_config_name(name: str) -> None:
