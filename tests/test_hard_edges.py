@@ -487,3 +487,16 @@ def test_publish_rejects_a_bad_size_before_touching_the_hub(hub_server, clips, s
         f"max_shard_size {size!r} is not a size: give bytes or a number with a unit such as '500MB', '1GB' or '64KiB'"
     )
     assert not hub_server.requests["POST create_repo"]
+
+
+def test_an_unregistered_ditto_1m_says_import_ditto_hf_first(monkeypatch):
+    import datasets.packaged_modules
+
+    from ditto_hf.generate.run.inputs import count_sources
+
+    monkeypatch.delitem(datasets.packaged_modules._PACKAGED_DATASETS_MODULES, "ditto_1m")  # as in a process without ditto_hf
+    with pytest.raises(DittoError) as error:
+        count_sources("ditto_1m:local")
+    hint = "; 'ditto_1m' is not registered in this process: import ditto_hf first (or use ditto_1m.Ditto1M directly))"
+    assert str(error.value).endswith(hint)
+    assert "\n" not in str(error.value)

@@ -126,7 +126,9 @@ def _open_stream(src: str):
         return datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as exc:
         message = " ".join(str(exc).split())[:300]
-        what = f"{type(exc).__name__}: {message}"
+        from ditto_hf.registration import unregistered_hint
+
+        what = f"{type(exc).__name__}: {message}{unregistered_hint(name)}"
         raise DittoError(f"--input {src!r} is not a folder, list file, video or loadable dataset ({what})") from exc
 
 
