@@ -260,13 +260,14 @@ def test_card_is_complete_and_load_dataset_without_a_config_works(hub_server, cl
 def test_size_categories_follow_the_row_count():
     from ditto_hf.hub.card import size_category
 
-    assert [size_category(n) for n in (0, 999, 1000, 99_999, 1_000_000, 10**8)] == [
+    assert [size_category(n) for n in (0, 999, 1000, 99_999, 1_000_000, 10**8, 10**13)] == [
         "n<1K",
         "n<1K",
         "1K<n<10K",
         "10K<n<100K",
         "1M<n<10M",
-        "n>10M",
+        "100M<n<1B",
+        "n>1T",
     ]
 
 

@@ -31,7 +31,12 @@ TASK_CATEGORIES = ("video-to-video", "text-to-video")
 LANGUAGES = ("en",)
 TAGS = ("video", "video-editing", "ditto-1m")
 #: ``size_categories`` buckets of the Hub: (upper bound on rows, label).
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))
+SIZE_CATEGORIES = tuple(
+    (10**exponent, label)
+    for exponent, label in enumerate(
+        ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T"), 3
+    )
+)
 CITATION = """@article{bai2025ditto,
   title   = {Scaling Instruction-Based Video Editing with a High-Quality Synthetic Dataset},
   author  = {Bai, Qingyan and Wang, Qiuyu and Ouyang, Hao and Yu, Yue and Wang, Hanlin and Wang, Wen and Cheng, Ka Leong and
@@ -136,7 +141,7 @@ def card_data_with(
 
 def size_category(num_rows: int) -> str:
     """The Hub's ``size_categories`` label for a dataset of ``num_rows`` rows."""
-    return next((label for bound, label in SIZE_CATEGORIES if num_rows < bound), "n>10M")
+    return next((label for bound, label in SIZE_CATEGORIES if num_rows < bound), "n>1T")
 
 
 def updated_card(
