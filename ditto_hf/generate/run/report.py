@@ -124,9 +124,12 @@ def cost_table(records: list[Sample], recipe: Recipe) -> Table:
         reached = len(seconds) + failed
         acceptance = f"{(len(seconds) - rejected) / reached:.0%}" if reached else "-"
         table.add_row(spec.name, str(reached), _mean(seconds), f"{gpus:g}", _per(gpu_seconds, kept), str(rejected), str(failed), acceptance)
-    per_kept = total_gpu_seconds / kept if kept else float("nan")
+    if kept:
+        per_kept = f"{total_gpu_seconds / kept:.2f} ({total_gpu_seconds / kept / 60:.3f} GPU-min"
+    else:
+        per_kept = f"- (no sample kept, {total_gpu_seconds:.2f} spent"
     table.caption = (
-        f"GPU-seconds per kept sample: {per_kept:.2f} ({per_kept / 60:.3f} GPU-min; the paper reports "
+        f"GPU-seconds per kept sample: {per_kept}; the paper reports "
         f"~{PAPER_GPU_MINUTES_PER_SAMPLE:g} GPU-min with distilled, quantised models). GPU-seconds = stage seconds x declared GPUs."
     )
     return table
