@@ -189,7 +189,7 @@ def test_recipe_rejects_unknown_top_level_keys(tmp_path):
     with pytest.raises(DittoError) as error:
         load_recipe(path)
     assert str(error.value) == (
-        f"{path}: unknown top-level key(s) ['sed']; a recipe has name, description, seed, torch_threads, model_overrides, stages"
+        f"{path}: unknown top-level key(s) ['sed']; a recipe has name, description, seed, gpu_class, torch_threads, model_overrides, stages"
     )
 
 
