@@ -176,6 +176,9 @@ def begin(out: Path, settings: ExportSettings) -> None:
             raise DittoError(
                 f"{out} holds an export made with other settings ({recorded}); rerun with those to resume, or choose a new --out"
             )
+        for folder in (out / VIDEOS, out / KEYFRAMES):  # temporary files of an interrupted run (one export per folder at a time)
+            for stale in folder.rglob(".*") if folder.is_dir() else ():
+                stale.unlink()
     elif out.is_dir() and any(out.iterdir()):
         raise DittoError(f"--out {out}: the folder is not empty and holds no export; choose an empty or new folder")
     write_state(out, settings, ExportReport(out), complete=False)

@@ -147,6 +147,8 @@ def file_name(path: str | None, video) -> str:
 def open_training_source(spec: str, *, data_dir: str | None = None) -> TrainingSource:
     """The :class:`TrainingSource` for a SOURCE argument (a run directory, ``ditto_1m:CONFIG`` or a datasets source)."""
     path = Path(spec)
+    if data_dir and not spec.startswith(BUILDER_PREFIX):
+        raise DittoError(f"--data-dir is for a builder SOURCE ({BUILDER_PREFIX}CONFIG), not {spec!r}")
     if path.is_dir() and (path / MANIFEST).is_file():
         return RunTrainingSource(path)
     if spec.startswith(BUILDER_PREFIX):
@@ -159,8 +161,6 @@ def open_training_source(spec: str, *, data_dir: str | None = None) -> TrainingS
         except ValueError as exc:
             raise DittoError(f"{spec}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
         return DatasetTrainingSource(spec, stream)
-    if data_dir:
-        raise DittoError(f"--data-dir is for a builder SOURCE ({BUILDER_PREFIX}CONFIG), not {spec!r}")
     if path.is_dir() and not any(file.suffix in (".parquet", ".arrow") for file in path.rglob("*")):
         raise DittoError(f"SOURCE {spec}: a folder without {MANIFEST} or parquet files; give a run directory, ditto_1m:CONFIG or a dataset")
     import datasets
