@@ -175,6 +175,8 @@ def test_a_generate_run_exports_its_edited_keyframes(keyframe_run, tmp_path, exp
 
 
 def test_a_hub_config_exports_the_same_bytes_as_the_run_it_was_published_from(keyframe_run, hub_server, tmp_path, export):
+    from huggingface_hub import HfApi
+
     from ditto_hf.generate.run.rundir import RunDir
     from ditto_hf.hub import publish
 
@@ -187,6 +189,8 @@ def test_a_hub_config_exports_the_same_bytes_as_the_run_it_was_published_from(ke
     run_files, hub_files = files_under(from_run), files_under(from_hub)
     del run_files["export.json"], hub_files["export.json"]  # it records the SOURCE
     assert hub_files == run_files and len(read_jsonl(from_hub / "metadata.jsonl")) == 3
+    card = Path(HfApi(token=hub_server.token).hf_hub_download("loopback/exported", "README.md", repo_type="dataset")).read_text()
+    assert "- `r1`: made by the generate run's keyframe stage; `edited_keyframe_path` names the file" in card
 
 
 def test_an_export_killed_midway_resumes_to_the_same_bytes(release, tmp_path, export):

@@ -181,7 +181,20 @@ def _config_view(config: CardConfig, manifests: dict[str, dict]) -> dict:
         "num_shards": sum(len(manifest["shards"]) for manifest in found) if complete else "?",
         "size_text": _human_size(size) if complete else "?",
         "provenance": found[0].get("provenance", "").strip() if found else "",
+        "keyframe": keyframe_note(found[0]["features"] if found else {}),
     }
+
+
+def keyframe_note(features: dict) -> str:
+    """Which edited keyframe a config holds, from its features."""
+    if features.get("edited_keyframe", {}).get("_type") == "Image":
+        return "the edited keyframe image, column `edited_keyframe`."
+    if "edited_keyframe_path" in features:
+        return (
+            "made by the generate run's keyframe stage; `edited_keyframe_path` names the file inside the run (not embedded): "
+            "export from the run directory to use it, else the first frame of the edited video stands in."
+        )
+    return "none (the Ditto-1M release has no edited keyframes): the first frame of the edited video stands in."
 
 
 def _provenance_groups(views: list[dict]) -> list[dict]:
