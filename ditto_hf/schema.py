@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasets import Features, Value, Video
+from datasets import Features, Image, Value, Video
 
 #: One Ditto-1M triplet. ``source_path`` / ``edited_path`` are as in the release metadata
 #: (relative to ``videos/``) or, for generate runs, relative to the run directory.
@@ -35,3 +35,8 @@ PROVENANCE_FEATURES = Features(
 )
 
 RUN_FEATURES = Features({**TRIPLET_FEATURES, **PROVENANCE_FEATURES})
+
+#: A finished run as a ``Dataset`` (``RunDir.dataset()``, what ``publish`` embeds): the manifest's
+#: columns plus the edited keyframe image itself, so a published run carries it (empty when the
+#: recipe has no keyframe stage).
+RUN_DATASET_FEATURES = Features({**RUN_FEATURES, "edited_keyframe": Image()})

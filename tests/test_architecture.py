@@ -89,6 +89,7 @@ FORBIDDEN = {
         "ditto_hf.commands",
         "ditto_hf.builders",
     ),
+    "ditto_hf.sources": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.evaluate", "ditto_hf.export", "ditto_hf.commands", "ditto_1m"),
     "ditto_hf.training": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.export", "ditto_hf.commands", "ditto_hf.builders", "datasets"),
     "ditto_hf.export": (
         "ditto_hf.generate.stages",

@@ -174,7 +174,7 @@ def test_a_generate_run_exports_its_edited_keyframes(keyframe_run, tmp_path, exp
     check_loads_in_diffsynth(out, keyframes=True, rows=3)
 
 
-def test_a_hub_config_exports_the_same_bytes_as_the_run_it_was_published_from(keyframe_run, hub_server, tmp_path, export):
+def test_a_hub_config_exports_the_same_bytes_and_keyframes_as_the_run_it_was_published_from(keyframe_run, hub_server, tmp_path, export):
     from huggingface_hub import HfApi
 
     from ditto_hf.generate.run.rundir import RunDir
@@ -183,14 +183,15 @@ def test_a_hub_config_exports_the_same_bytes_as_the_run_it_was_published_from(ke
     run = RunDir(keyframe_run)
     publish(run.dataset(), "loopback/exported", "r1", token=hub_server.token, provenance=run.provenance())
     from_run, from_hub = tmp_path / "from-run", tmp_path / "from-hub"
-    assert export(str(keyframe_run), "--out", str(from_run), *FLAGS)[0] == 0
-    code, output = export("loopback/exported:r1", "--out", str(from_hub), *FLAGS)
+    assert export(str(keyframe_run), "--out", str(from_run), "--keyframes", *FLAGS)[0] == 0
+    code, output = export("loopback/exported:r1", "--out", str(from_hub), "--keyframes", *FLAGS)
     assert code == 0, output
+    assert "3 edited keyframes, 0 first frames" in output  # the published run carries its keyframes
     run_files, hub_files = files_under(from_run), files_under(from_hub)
     del run_files["export.json"], hub_files["export.json"]  # it records the SOURCE
     assert hub_files == run_files and len(read_jsonl(from_hub / "metadata.jsonl")) == 3
     card = Path(HfApi(token=hub_server.token).hf_hub_download("loopback/exported", "README.md", repo_type="dataset")).read_text()
-    assert "- `r1`: made by the generate run's keyframe stage; `edited_keyframe_path` names the file" in card
+    assert "- `r1`: the image the generate run's keyframe stage made, column `edited_keyframe`" in card
 
 
 def test_an_export_killed_midway_resumes_to_the_same_bytes(release, tmp_path, export):

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.run.rundir import MANIFEST, RunDir
+from ditto_hf.sources import stream_dataset, undecoded
 
 BUILDER_PREFIX = "ditto_1m:"
 #: Columns of a datasets row that can hold the edited keyframe image.
@@ -101,11 +102,8 @@ class DatasetTrainingSource(TrainingSource):
                 f"{spec}: needs 'source' and 'edited' Video columns and an 'instruction' string column "
                 f"(columns: {', '.join(features) or 'unknown'})"
             )
-        for column, feature in features.items():
-            if isinstance(feature, (datasets.Video, datasets.Image)):
-                stream = stream.cast_column(column, type(feature)(decode=False))
         self.keyframe_column = next((column for column in KEYFRAME_COLUMNS if isinstance(features.get(column), datasets.Image)), None)
-        self.stream = stream
+        self.stream = undecoded(stream)
         self.split = split
 
     def count(self) -> int | None:
@@ -163,16 +161,5 @@ def open_training_source(spec: str, *, data_dir: str | None = None) -> TrainingS
         return DatasetTrainingSource(spec, stream)
     if path.is_dir() and not any(file.suffix in (".parquet", ".arrow") for file in path.rglob("*")):
         raise DittoError(f"SOURCE {spec}: a folder without {MANIFEST} or parquet files; give a run directory, ditto_1m:CONFIG or a dataset")
-    import datasets
-
-    name, _, split = spec.partition("@")
-    repo, _, config = name.partition(":")
-    split = split or "train"
-    try:
-        stream = datasets.load_dataset(repo, config or None, split=split, streaming=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise DittoError(
-            f"SOURCE {spec!r} is not a run directory, {BUILDER_PREFIX}CONFIG or a loadable dataset ({type(exc).__name__}: {reason})"
-        ) from exc
+    stream, split = stream_dataset(spec, f"SOURCE {spec!r} is not a run directory, {BUILDER_PREFIX}CONFIG or a loadable dataset")
     return DatasetTrainingSource(spec, stream, split)

@@ -188,11 +188,9 @@ def _config_view(config: CardConfig, manifests: dict[str, dict]) -> dict:
 def keyframe_note(features: dict) -> str:
     """Which edited keyframe a config holds, from its features."""
     if features.get("edited_keyframe", {}).get("_type") == "Image":
-        return "the edited keyframe image, column `edited_keyframe`."
-    if "edited_keyframe_path" in features:
         return (
-            "made by the generate run's keyframe stage; `edited_keyframe_path` names the file inside the run (not embedded): "
-            "export from the run directory to use it, else the first frame of the edited video stands in."
+            "the image the generate run's keyframe stage made, column `edited_keyframe` "
+            "(empty where the recipe had no keyframe stage: the first frame of the edited video stands in)."
         )
     return "none (the Ditto-1M release has no edited keyframes): the first frame of the edited video stands in."
 
