@@ -36,6 +36,9 @@ def release(tmp_path_factory):
     rows = [{**row, "instruction": text} for row, text in zip(release.rows["local"], TRICKY, strict=False)]
     write_json(release.root / "training_metadata" / "tricky.json", rows)
     release.rows["tricky"] = rows
+    numbers = [{**row, "instruction": text} for row, text in zip(release.rows["global"], ["42", "3.5"], strict=False)]
+    write_json(release.root / "training_metadata" / "numbers.json", numbers)
+    release.rows["numbers"] = numbers
     return release
 
 
@@ -154,6 +157,18 @@ def test_unicode_round_trips_and_csv_misreads_are_counted(release, tmp_path, exp
     assert misread == [text in ("NA", "null", "None") for text in expected]
     items = check_loads_in_diffsynth(out, keyframes=False, rows=len(TRICKY))
     assert [item["prompt"] for item in items] == expected
+
+
+def test_a_column_of_numbers_is_counted_as_misread(release, tmp_path, export):
+    import pandas
+
+    out = tmp_path / "numbers"
+    code, output = export("ditto_1m:numbers", "--data-dir", str(release.root), "--out", str(out), *FLAGS)
+    assert code == 0, output
+    prompts = pandas.read_csv(out / "metadata.csv")["prompt"].tolist()
+    assert sorted(prompts) == [3.5, 42.0]  # what DiffSynth's CSV reader would train on: floats
+    assert "pandas misreads 2 prompt(s)" in output
+    assert sorted(row["prompt"] for row in read_jsonl(out / "metadata.jsonl")) == ["3.5", "42"]
 
 
 def test_a_generate_run_exports_its_edited_keyframes(keyframe_run, tmp_path, export):

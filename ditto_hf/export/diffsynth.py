@@ -113,11 +113,12 @@ class Tally:
 
 
 def is_number(text: str) -> bool:
+    """Whether pandas' CSV reader takes ``text`` for a number (Python's ``1_000`` it does not)."""
     try:
         float(text)
     except ValueError:
         return False
-    return True
+    return "_" not in text
 
 
 def export_diffsynth(
