@@ -29,7 +29,7 @@ DEMO_RECIPE, DEFAULT_RECIPE = "tiny", "paper"
 )
 @click.option(
     "--recipe",
-    metavar="paper|fast|tiny|FILE.yaml",
+    metavar="paper|paper-full|fast|tiny|FILE.yaml",
     help=f"Default: {DEMO_RECIPE!r} for the bundled sample clips, {DEFAULT_RECIPE!r} for your own --input.",
 )
 @click.option(
@@ -51,7 +51,11 @@ DEMO_RECIPE, DEFAULT_RECIPE = "tiny", "paper"
     ),
 )
 @click.option("--retry-failed", is_flag=True, help="Run again the samples that failed in an earlier invocation.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (stages, models, resources) and the estimated cost, run nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (stages, models, resources) and the estimated GPU cost per stage, per clip and per kept sample; run nothing.",
+)
 @click.option("--push-to-hub", "repo_id", metavar="NS/REPO", help="Publish the kept samples to this Hub dataset repo ...")
 @click.option("--config-name", metavar="NAME", help="... as this config (other configs of the repo stay intact).")
 def generate_command(src, output, recipe, engine, ray_address, limit, wave_size, retry_failed, dry_run, repo_id, config_name) -> None:

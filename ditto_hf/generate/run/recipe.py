@@ -2,12 +2,16 @@
 
 A recipe is a mapping with a ``name``, a ``seed``, optional ``model_overrides`` (model id -> local
 folder or spec, applied to every stage), optional ``torch_threads`` (intra-op threads per worker;
-tiny CPU models run fastest with 1) and an ordered ``stages`` mapping of stage name to that
-stage's ``Config`` fields (as documented on each stage). Three keys of a stage entry belong to
-the engine, not to the stage config:
+tiny CPU models run fastest with 1), optional ``gpu_class`` (the GPU the estimates are for) and an
+ordered ``stages`` mapping of stage name to that stage's ``Config`` fields (as documented on each
+stage). These keys of a stage entry belong to the engine and the ``--dry-run`` plan, not to the
+stage config:
 
 - ``class``: ``module:Class`` of a stage outside the built-in chain (default: the registered stage);
-- ``estimate_seconds``: documented seconds per sample on the reference GPU, used by ``--dry-run``;
+- ``estimate_seconds``: seconds per sample on the recipe's ``gpu_class``, used by ``--dry-run``;
+- ``estimate_source``: where that figure comes from (a published figure, a measurement, a scaling);
+- ``pass_rate``: the fraction of the samples reaching the stage that it passes on (filters), so the
+  plan can give GPU-minutes per kept sample;
 - ``workers``: the most workers (actors) the ray engine may start for the stage.
 
 Strings may contain ``{tiny}``: it is replaced by the folder of the tiny random checkpoints, which is
@@ -28,7 +32,7 @@ import yaml
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
 
-ENGINE_KEYS = ("class", "estimate_seconds", "workers")
+ENGINE_KEYS = ("class", "estimate_seconds", "estimate_source", "pass_rate", "workers")
 TINY_PLACEHOLDER = "{tiny}"
 
 
@@ -46,6 +50,8 @@ class StageSpec:
     config: dict[str, Any]
     class_path: str | None = None
     estimate_seconds: float | None = None
+    estimate_source: str = ""
+    pass_rate: float = 1.0
     workers: int | None = None
 
     def stage_class(self) -> type[Stage]:
@@ -98,6 +104,7 @@ class Recipe:
     description: str = ""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     torch_threads: int | None = None
+    gpu_class: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -121,6 +128,7 @@ class Recipe:
             description=str(data.get("description", "")),
             model_overrides=dict(data.get("model_overrides") or {}),
             torch_threads=data.get("torch_threads"),
+            gpu_class=str(data.get("gpu_class") or ""),
             data=data,
         )
 
@@ -132,11 +140,16 @@ def _stage_spec(name: str, entry: Any, origin: str) -> StageSpec:
     engine = {key: entry.pop(key) for key in ENGINE_KEYS if key in entry}
     workers = engine.get("workers")
     estimate = engine.get("estimate_seconds")
+    pass_rate = float(engine.get("pass_rate", 1.0))
+    if not 0.0 < pass_rate <= 1.0:
+        raise DittoError(f"{origin}: stage {name!r}: pass_rate must be in (0, 1], got {pass_rate}")
     return StageSpec(
         name=name,
         config=entry,
         class_path=engine.get("class"),
         estimate_seconds=None if estimate is None else float(estimate),
+        estimate_source=str(engine.get("estimate_source") or ""),
+        pass_rate=pass_rate,
         workers=None if workers is None else int(workers),
     )
 
