@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasets import Features, Value, Video
+from datasets import Features, Image, Value, Video
 
 #: One Ditto-1M triplet. ``source_path`` / ``edited_path`` are as in the release metadata
 #: (relative to ``videos/``) or, for generate runs, relative to the run directory.
@@ -50,3 +50,9 @@ def record_features(names: dict[str, list[str]]) -> Features:
 def run_features(names: dict[str, list[str]]) -> Features:
     """The schema of a run's ``manifest.parquet``: the triplet, then how it was made."""
     return Features({**TRIPLET_FEATURES, **PROVENANCE_FEATURES, **record_features(names)})
+
+
+#: What a finished run as a ``Dataset`` (``RunDir.dataset()``, what ``publish`` embeds) adds to the
+#: manifest's columns: the edited keyframe image itself, so a published run carries it (empty when
+#: the recipe has no keyframe stage).
+RUN_DATASET_EXTRA_FEATURES = Features({"edited_keyframe": Image()})

@@ -89,6 +89,18 @@ FORBIDDEN = {
         "ditto_hf.commands",
         "ditto_hf.builders",
     ),
+    "ditto_hf.sources": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.evaluate", "ditto_hf.export", "ditto_hf.commands", "ditto_1m"),
+    "ditto_hf.training": ("ditto_hf.generate", "ditto_hf.hub", "ditto_hf.export", "ditto_hf.commands", "ditto_hf.builders", "datasets"),
+    "ditto_hf.export": (
+        "ditto_hf.generate.stages",
+        "ditto_hf.generate.engines",
+        "ditto_hf.generate.run.driver",
+        "ditto_hf.hub",
+        "ditto_hf.commands",
+        "ditto_hf.tiny",
+        "ditto_hf.mirror",
+        "ditto_hf.evaluate",
+    ),
 }
 
 
@@ -164,10 +176,12 @@ def test_every_registered_stage_has_the_name_it_is_registered_under():
         ["ditto_hf.edit", "ditto_hf.lora", "ditto_hf.commands.edit", "ditto_hf.commands.lora"],
         # the evaluation API and command (datasets only once a datasets source is opened)
         ["ditto_hf.evaluate", "ditto_hf.commands.evaluate"],
+        # the curriculum and the training transform (any training loop), and the export command
+        ["ditto_hf.training", "ditto_hf.export", "ditto_hf.commands.export"],
         # what a Ray worker imports to run any stage of the chain
         ["ditto_hf.generate.engines.base", *(path.split(":")[0] for path in STAGES.values())],
     ],
-    ids=["video", "edit", "evaluate", "stage-worker"],
+    ids=["video", "edit", "evaluate", "training", "stage-worker"],
 )
 def test_video_io_and_stage_workers_do_not_import_datasets(modules):
     code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\nprint('datasets' in sys.modules)"

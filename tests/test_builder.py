@@ -145,13 +145,13 @@ def test_dataloader_with_two_workers_covers_every_triplet_once(packed_release):
 
 
 def test_frame_helper_follows_the_diffsynth_convention(packed_release):
-    from ditto_hf.training import triplet_frames
+    from ditto_hf.training import diffsynth_crop_resize, triplet_frames
 
     row = next(iter(stream(packed_release.root, "local")))
     source, edited, instruction = triplet_frames(row, num_frames=5, size=(16, 24))
     assert source.shape == edited.shape == (5, 3, 24, 16) and source.dtype == torch.uint8
     assert instruction == row["instruction"]
-    expected = read_frames(packed_release.files[row["source_path"]], num_frames=5, size=(16, 24), layout="TCHW")
+    expected = diffsynth_crop_resize(read_frames(packed_release.files[row["source_path"]], num_frames=5, layout="TCHW"), (16, 24))
     assert torch.equal(source, expected)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.run.inputs import VIDEO_EXTENSIONS
 from ditto_hf.generate.run.rundir import MANIFEST, RECIPE, RunDir
+from ditto_hf.sources import stream_dataset
 from ditto_hf.video import VideoSource
 
 FOLDER_METADATA = "metadata.jsonl"
@@ -199,16 +200,8 @@ class DatasetSource(EditedSource):
 
         super().__init__(spec)
         self.name = spec
-        name, _, split = spec.partition("@")
-        path, _, config = name.partition(":")
-        self.split = split or "train"
-        try:
-            stream = datasets.load_dataset(path, config or None, split=self.split, streaming=True)
-        except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [""])[0]
-            raise DittoError(
-                f"EDITED {spec!r} is not a folder of videos, a run directory or a loadable dataset ({type(exc).__name__}: {reason})"
-            ) from exc
+        not_loadable = f"EDITED {spec!r} is not a folder of videos, a run directory or a loadable dataset"
+        stream, self.split = stream_dataset(spec, not_loadable)
         features = stream.features or {}
         instruction = features.get("instruction")
         is_text = isinstance(instruction, datasets.Value) and instruction.dtype in ("string", "large_string")
@@ -216,9 +209,6 @@ class DatasetSource(EditedSource):
             raise DittoError(
                 f"{spec}: needs an 'edited' Video column and an 'instruction' string column (columns: {', '.join(features) or 'unknown'})"
             )
-        for column, feature in features.items():
-            if isinstance(feature, datasets.Video):
-                stream = stream.cast_column(column, datasets.Video(decode=False))
         self.has_source = isinstance(features.get("source"), datasets.Video)  # a source given as a path string is not read
         category = features.get("category")
         self.category_name = category.int2str if isinstance(category, datasets.ClassLabel) else str

@@ -216,7 +216,18 @@ def _config_view(config: CardConfig, manifests: dict[str, dict]) -> dict:
         "num_shards": sum(len(manifest["shards"]) for manifest in found) if complete else "?",
         "size_text": _human_size(size) if complete else "?",
         "provenance": found[0].get("provenance", "").strip() if found else "",
+        "keyframe": keyframe_note(found[0]["features"] if found else {}),
     }
+
+
+def keyframe_note(features: dict) -> str:
+    """Which edited keyframe a config holds, from its features."""
+    if features.get("edited_keyframe", {}).get("_type") == "Image":
+        return (
+            "the image the generate run's keyframe stage made, column `edited_keyframe` "
+            "(empty where the recipe had no keyframe stage: the first frame of the edited video stands in)."
+        )
+    return "none (the Ditto-1M release has no edited keyframes): the first frame of the edited video stands in."
 
 
 def _provenance_groups(views: list[dict]) -> list[dict]:

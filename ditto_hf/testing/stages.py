@@ -2,7 +2,8 @@
 
 They follow the stage contract exactly and do real video work with :mod:`ditto_hf.video`: ``clip``
 standardises a source (size, fps, frame count), ``brightness`` filters dark clips, ``mirror`` makes
-the "edit" (a horizontal flip, optionally after a box blur to add compute). ``mirror`` can be told
+the "edit" (a horizontal flip, optionally after a box blur to add compute, optionally with an edited
+keyframe). ``mirror`` can be told
 to fail for one sample while a given file exists, which is how tests exercise failure recording and
 ``--retry-failed``. Each stage can append ``<stage> <sample_id>`` to a call log so tests can count
 how often a stage ran on a sample.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.contract.stage import Resources, Stage, StageConfig
@@ -89,6 +91,7 @@ class MirrorStage(LoggedStage):
         smooth_passes: int = 0
         fail_sample: str = ""  # sample id to fail on ...
         fail_while_exists: str = ""  # ... while this file exists (empty: always)
+        keyframe: bool = False  # also write the edited keyframe (the flipped first frame, darkened) as a PNG
 
     name = "mirror"
     resources = Resources(gpus=1, memory_gb=1)
@@ -103,6 +106,9 @@ class MirrorStage(LoggedStage):
         absolute, relative = self.context.path_for("generated", sample, ".mp4")
         write_video(absolute, edited, probe(source).fps, layout="TCHW")
         sample.generated = relative
+        if config.keyframe:
+            keyframe, sample.edited_keyframe = self.context.path_for("edited_keyframe", sample, ".png")
+            Image.fromarray((edited[0] // 2).permute(1, 2, 0).numpy()).save(keyframe)
         sample.instruction = "Mirror the video from left to right."
         sample.edit_type = "global_freeform"
 

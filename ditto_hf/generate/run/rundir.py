@@ -195,21 +195,27 @@ class RunDir:
         return columns
 
     def dataset(self):
-        """The kept samples of the finished run as a ``datasets.Dataset`` with the manifest's features.
+        """The kept samples of the finished run as a ``datasets.Dataset``: the manifest's features plus
+        ``RUN_DATASET_EXTRA_FEATURES``.
 
         ``source`` / ``edited`` point at the run's files (absolute paths), so they decode as
-        ``datasets.Video``; ``source_path`` / ``edited_path`` stay run-relative.
+        ``datasets.Video``; ``edited_keyframe`` is the edited keyframe PNG as a ``datasets.Image``
+        (None without one); ``source_path`` / ``edited_path`` / ``edited_keyframe_path`` stay run-relative.
         """
         import datasets
         import pyarrow.parquet as pq
 
+        from ditto_hf.schema import RUN_DATASET_EXTRA_FEATURES
+
         columns = self.manifest_columns()
-        missing = [path for path in columns["source"] + columns["edited"] if not os.path.isfile(path)]
+        columns["edited_keyframe"] = [str(self.root / path) if path else None for path in columns["edited_keyframe_path"]]
+        listed = columns["source"] + columns["edited"] + [path for path in columns["edited_keyframe"] if path]
+        missing = [path for path in listed if not os.path.isfile(path)]
         if missing:
-            raise DittoError(f"{self.root}: {len(missing)} video(s) listed in {MANIFEST} are missing, e.g. {missing[0]}")
+            raise DittoError(f"{self.root}: {len(missing)} file(s) listed in {MANIFEST} are missing, e.g. {missing[0]}")
         columns["input_path"] = portable_input_paths(columns["input_path"])
         features = datasets.Features.from_arrow_schema(pq.read_schema(self.root / MANIFEST))
-        return datasets.Dataset.from_dict(columns, features=features)
+        return datasets.Dataset.from_dict(columns, features=datasets.Features({**features, **RUN_DATASET_EXTRA_FEATURES}))
 
     def provenance(self) -> str:
         """How the run was made, for a dataset card: the exact recipe and the recorded package versions,
