@@ -356,6 +356,21 @@ class PackedCategory:
             return None
         return Member(self.category, found.userdata[0].offset, found.size, release_path)
 
+    def member_table(self):
+        """One query over the index's member table (the latest version of a path first, as ``locate``)."""
+        import pyarrow as pa
+
+        cursor = self.open()._archive.index.get_connection().cursor()
+        cursor.row_factory = None  # plain tuples
+        rows = cursor.execute(
+            """SELECT CASE "path" WHEN '/' THEN "name" ELSE substr("path", 2) || '/' || "name" END, "offset", "size"
+               FROM "files" ORDER BY "offsetheader" DESC"""
+        ).fetchall()
+        paths, offsets, sizes = zip(*rows, strict=True) if rows else ((), (), ())
+        return pa.table(
+            {"path": pa.array(paths, pa.string()), "offset": pa.array(offsets, pa.int64()), "size": pa.array(sizes, pa.int64())}
+        )
+
     def read(self, member: Member) -> bytes:
         archive = self.open()._archive
         with archive.fileObjectLock:
