@@ -117,6 +117,21 @@ def _stored_name(indexed_path: str) -> str:
     return indexed_path.lstrip("/").replace(UNSAFE_PARENT, "..")
 
 
+def index_member_table(connection: sqlite3.Connection):
+    """Every entry of a ratarmountcore index as a ``pyarrow.Table`` (``path`` without the leading
+    "/", ``offset``, ``size``) in one query; the latest version of a path first, as its lookup."""
+    import pyarrow as pa
+
+    cursor = connection.cursor()
+    cursor.row_factory = None  # plain tuples
+    rows = cursor.execute(
+        """SELECT CASE "path" WHEN '/' THEN "name" ELSE substr("path", 2) || '/' || "name" END, "offset", "size"
+           FROM "files" ORDER BY "offsetheader" DESC"""
+    ).fetchall()
+    paths, offsets, sizes = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.table({"path": pa.array(paths, pa.string()), "offset": pa.array(offsets, pa.int64()), "size": pa.array(sizes, pa.int64())})
+
+
 class _ReadSpacingNotice(logging.Filter):
     """Readers open an index with :data:`READ_SPACING` on purpose; ratarmountcore's notice that the
     argument differs from the one the index was built with is expected then, and dropped."""
@@ -357,19 +372,7 @@ class PackedCategory:
         return Member(self.category, found.userdata[0].offset, found.size, release_path)
 
     def member_table(self):
-        """One query over the index's member table (the latest version of a path first, as ``locate``)."""
-        import pyarrow as pa
-
-        cursor = self.open()._archive.index.get_connection().cursor()
-        cursor.row_factory = None  # plain tuples
-        rows = cursor.execute(
-            """SELECT CASE "path" WHEN '/' THEN "name" ELSE substr("path", 2) || '/' || "name" END, "offset", "size"
-               FROM "files" ORDER BY "offsetheader" DESC"""
-        ).fetchall()
-        paths, offsets, sizes = zip(*rows, strict=True) if rows else ((), (), ())
-        return pa.table(
-            {"path": pa.array(paths, pa.string()), "offset": pa.array(offsets, pa.int64()), "size": pa.array(sizes, pa.int64())}
-        )
+        return index_member_table(self.open()._archive.index.get_connection())
 
     def read(self, member: Member) -> bytes:
         archive = self.open()._archive

@@ -8,8 +8,9 @@ files, the listing of every category folder (archive parts and published seek in
 extracted sub-folders), the bad-row policy and the shard count. Any change gives a new key, so a
 stale plan is never used.
 
-The file is an uncompressed Arrow IPC file: every process (DataLoader workers included) maps it
-read-only and shares the page cache, and shards travel to workers as ``(file, start, stop)`` spans.
+The file is an uncompressed Arrow IPC file whose record batches are cut at shard boundaries. Every
+process (DataLoader workers included) opens the one file without reading it whole: shards travel
+to workers as small spans (file, rows, batches) and a worker reads only the batches of its shards.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import posixpath
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ditto_hf.builders.members import Member
@@ -34,8 +35,8 @@ logger = logging.getLogger("ditto_hf.builders")
 
 PLAN_FORMAT = 1
 PLAN_KEY = b"ditto_hf.plan"
-#: Rows converted to Python objects at a time while reading a shard (bounds a worker's memory).
-READ_CHUNK = 512
+#: Rows per record batch: the unit a worker reads and turns into Python objects (bounds its memory).
+BATCH_ROWS = 4096
 #: A path check_release_path returns unchanged: plain components, none of them "." or "..".
 _CLEAN_PATH = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*){2,}")
 _FINGERPRINT_FIELDS = ("size", "type", "mtime", "ETag", "etag", "last_modified", "LastModified", "blob_id", "tree_id", "lfs")
@@ -51,12 +52,15 @@ def plan_cache_dir(cache_root: str | os.PathLike | None = None) -> Path:
 
 @dataclass(frozen=True)
 class ShardSpan:
-    """One shard of a cached plan: rows ``start:stop`` of the plan file (small, pickled to workers)."""
+    """One shard of a cached plan: rows ``start:stop``, stored as ``batches`` record batches from
+    ``first_batch`` on (small: this is what is pickled to workers)."""
 
     plan: str
     id: int
     start: int
     stop: int
+    first_batch: int
+    batches: int
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -97,9 +101,29 @@ def plan_key(root: ReleaseRoot, config: str, metadata_path: str, settings: dict)
 # -- building ---------------------------------------------------------------------------------------
 
 
-def parse_rows(entries: list, bad: BadRows, shown_as: str) -> list[MetadataRow]:
+@dataclass
+class RowColumns:
+    """Validated metadata rows, column by column (a million ``MetadataRow`` objects cost seconds)."""
+
+    index: list[int] = field(default_factory=list)
+    source_path: list[str] = field(default_factory=list)
+    edited_path: list[str] = field(default_factory=list)
+    instruction: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def append(self, row: MetadataRow) -> None:
+        self.index.append(row.index)
+        self.source_path.append(row.source_path)
+        self.edited_path.append(row.edited_path)
+        self.instruction.append(row.instruction)
+
+
+def parse_rows(entries: list, bad: BadRows, shown_as: str) -> RowColumns:
     """:func:`parse_row` for every entry, with a fast path for the common, already clean row."""
-    rows, clean = [], _CLEAN_PATH.fullmatch
+    rows, clean = RowColumns(), _CLEAN_PATH.fullmatch
+    indexes, sources, edits, instructions = rows.index, rows.source_path, rows.edited_path, rows.instruction
     for index, entry in enumerate(entries):
         if type(entry) is dict:
             source, edited, instruction = entry.get("source_path"), entry.get("edited_path"), entry.get("instruction")
@@ -112,7 +136,10 @@ def parse_rows(entries: list, bad: BadRows, shown_as: str) -> list[MetadataRow]:
                 and clean(source)
                 and clean(edited)
             ):
-                rows.append(MetadataRow(index, source, edited, instruction))
+                indexes.append(index)
+                sources.append(source)
+                edits.append(edited)
+                instructions.append(instruction)
                 continue
         try:
             rows.append(parse_row(index, entry, shown_as))
@@ -154,7 +181,7 @@ def _locate_column(paths, readers: Readers):
 
 
 def build_plan(
-    rows: list[MetadataRow], readers: Readers, captions: dict[str, str], bad: BadRows, shown_as: str, num_shards: int, destination: Path
+    rows: RowColumns, readers: Readers, captions: dict[str, str], bad: BadRows, shown_as: str, num_shards: int, destination: Path
 ) -> None:
     """Locate every row's videos, order and shard them as :func:`.plan.shard_triplets` does, and
     write the plan atomically to ``destination``. Bad rows go to ``bad`` in row order."""
@@ -163,10 +190,10 @@ def build_plan(
     import pyarrow.compute as pc
 
     columns = {
-        "index": pa.array([row.index for row in rows], pa.int64()),
-        "source_path": pa.array([row.source_path for row in rows], pa.string()),
-        "edited_path": pa.array([row.edited_path for row in rows], pa.string()),
-        "instruction": pa.array([row.instruction for row in rows], pa.string()),
+        "index": pa.array(rows.index, pa.int64()),
+        "source_path": pa.array(rows.source_path, pa.string()),
+        "edited_path": pa.array(rows.edited_path, pa.string()),
+        "instruction": pa.array(rows.instruction, pa.string()),
     }
     located, layouts, examples = {}, {}, []
     for key in ("source_path", "edited_path"):
@@ -176,14 +203,13 @@ def build_plan(
     keep = (located["source_path"][0] >= 0) & (located["edited_path"][0] >= 0)
     skipped_before = bad.skipped
     for position in np.flatnonzero(~keep):
-        row = rows[position]
         for key in ("source_path", "edited_path"):
             if located[key][0][position] < 0:
-                path = getattr(row, key)
+                path = getattr(rows, key)[position]
                 category = path.split("/", 1)[0]
                 problem = located[key][2].get(category)
                 reason = f": {problem}" if problem else f" is not in the release (looked in videos/{category})"
-                error = BadRowError(f"{shown_as} row {row.index}: {key} {path}{reason}")
+                error = BadRowError(f"{shown_as} row {rows.index[position]}: {key} {path}{reason}")
                 bad.handle(error)
                 if len(examples) < _BAD_ROW_EXAMPLES:
                     examples.append(str(error))
@@ -191,7 +217,7 @@ def build_plan(
     table = pa.table(
         {
             **columns,
-            "caption": pa.array([captions.get(row.source_path, "") for row in rows], pa.string()),
+            "caption": pa.array([captions.get(path, "") for path in rows.source_path], pa.string()),
             "source_offset": pa.array(located["source_path"][0]),
             "source_size": pa.array(located["source_path"][1]),
             "edited_offset": pa.array(located["edited_path"][0]),
@@ -201,12 +227,20 @@ def build_plan(
     ordered = table.take(_reading_order(table))
     groups = pc.list_element(pc.split_pattern(ordered["source_path"], "/", max_splits=2), 1).to_numpy(zero_copy_only=False)
     folder_sizes = np.diff(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True])) if len(groups) else np.array([], int)
-    spans, start = [], 0
+    spans, start, batch = [], 0, 0
     for shard_id, count in shard_sizes(folder_sizes.tolist(), num_shards):
-        spans.append([shard_id, start, start + count])
-        start += count
-    meta = {"spans": spans, "layouts": layouts, "skipped": bad.skipped - skipped_before, "bad_rows": examples, "shown_as": shown_as}
-    _write_atomically(ordered.replace_schema_metadata({PLAN_KEY: json.dumps(meta).encode()}), destination)
+        batches = -(-count // BATCH_ROWS)
+        spans.append([shard_id, start, start + count, batch, batches])
+        start, batch = start + count, batch + batches
+    meta = {
+        "rows": ordered.num_rows,
+        "spans": spans,
+        "layouts": layouts,
+        "skipped": bad.skipped - skipped_before,
+        "bad_rows": examples,
+        "shown_as": shown_as,
+    }
+    _write_atomically(ordered.combine_chunks().replace_schema_metadata({PLAN_KEY: json.dumps(meta).encode()}), spans, destination)
 
 
 def _reading_order(table):
@@ -221,7 +255,9 @@ def _reading_order(table):
     return pc.sort_indices(keyed, sort_keys=[(name, "ascending") for name in keys])
 
 
-def _write_atomically(table, destination: Path) -> None:
+def _write_atomically(table, spans: list, destination: Path) -> None:
+    """Each shard as its own record batches of at most :data:`BATCH_ROWS` rows, so a reader reads
+    just the batches of the shards it streams."""
     import pyarrow as pa
 
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +265,11 @@ def _write_atomically(table, destination: Path) -> None:
     os.close(handle)
     try:
         with pa.OSFile(tmp_name, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=64 * 1024)
+            for _, start, stop, _, batches in spans:
+                shard = table.slice(start, stop - start).to_batches(max_chunksize=BATCH_ROWS)
+                assert len(shard) == batches, (len(shard), batches)  # a single-chunk table slices into exactly this many
+                for record_batch in shard:
+                    writer.write_batch(record_batch)
         os.replace(tmp_name, destination)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
@@ -239,24 +279,26 @@ def _write_atomically(table, destination: Path) -> None:
 
 
 class CachedPlan:
-    """A plan file mapped read-only; opened once per process and path (see :func:`open_plan`)."""
+    """A plan file opened for reading: the footer and the schema (spans, layouts) are read at once,
+    a shard's record batches when it is streamed. Opened once per process (see :func:`open_plan`)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         import pyarrow as pa
 
         self.path = str(path)
-        self.table = pa.ipc.open_file(pa.memory_map(self.path, "r")).read_all()
-        self.meta = json.loads(self.table.schema.metadata[PLAN_KEY])
+        self.reader = pa.ipc.open_file(pa.OSFile(self.path, "rb"))
+        self.schema = self.reader.schema
+        self.meta = json.loads(self.schema.metadata[PLAN_KEY])
 
     @property
     def spans(self) -> list[ShardSpan]:
-        return [ShardSpan(self.path, shard_id, start, stop) for shard_id, start, stop in self.meta["spans"]]
+        return [ShardSpan(self.path, shard_id, start, stop, batch, batches) for shard_id, start, stop, batch, batches in self.meta["spans"]]
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return self.meta["rows"]
 
     def triplets(self, span: ShardSpan) -> Iterator[Triplet]:
-        """The triplets of one shard in reading order, converted a chunk at a time."""
+        """The triplets of one shard in reading order, a record batch at a time."""
         layouts = self.meta["layouts"]
 
         def member(path: str, offset: int, size: int) -> Member:
@@ -264,8 +306,8 @@ class CachedPlan:
             layout, base = layouts[category]
             return Member(category, offset, size, posixpath.join(base, inside) if layout == "extracted" else path)
 
-        for begin in range(span.start, span.stop, READ_CHUNK):
-            chunk = self.table.slice(begin, min(READ_CHUNK, span.stop - begin)).to_pydict()
+        for number in range(span.first_batch, span.first_batch + span.batches):
+            chunk = self.reader.get_batch(number).to_pydict()
             for index, source, edited, instruction, caption, s_off, s_size, e_off, e_size in zip(
                 chunk["index"],
                 chunk["source_path"],

@@ -12,7 +12,7 @@ import pytest
 import ditto_hf  # noqa: F401  (registers "ditto_1m")
 from ditto_1m import Ditto1M
 from ditto_hf.builders.plan import BadRows, Readers, plan_triplets, shard_triplets
-from ditto_hf.builders.plan_cache import open_plan, parse_rows
+from ditto_hf.builders.plan_cache import RowColumns, open_plan, parse_rows
 from ditto_hf.builders.release import ReleaseRoot, parse_row
 from ditto_hf.errors import BadRowError
 from ditto_hf.testing.release import MiniRelease, copy_release, make_release, pack_release, write_json
@@ -131,18 +131,18 @@ def test_fast_row_parsing_agrees_with_parse_row():
         {"source_path": "source/0000/..", "instruction": "x", "edited_path": "local/0000/h_1.mp4"},
     ]
     bad = BadRows("skip")
-    expected, errors = [], 0
+    expected, errors = RowColumns(), 0
     for index, entry in enumerate(entries):
         try:
             expected.append(parse_row(index, entry, "m.json"))
         except BadRowError:
             errors += 1
-    assert parse_rows(entries, bad, "m.json") == expected
+    assert parse_rows(entries, bad, "m.json") == expected and len(expected) == 3
     assert bad.skipped == errors == 6
 
 
 def test_two_dataloader_workers_share_one_cached_plan(packed, tmp_path):
-    """Each worker maps the one plan file the parent wrote; no worker plans again."""
+    """Each worker opens the one plan file the parent wrote and reads its shards from it; no worker plans again."""
     from datasets import load_dataset
     from torch.utils.data import DataLoader
 
@@ -154,9 +154,8 @@ def test_two_dataloader_workers_share_one_cached_plan(packed, tmp_path):
     assert len(plans) == 1
 
     def where(row: dict) -> dict:
-        with open("/proc/self/maps") as maps:
-            mapped = str(plans[0]) in maps.read()
-        return {"pid": os.getpid(), "mapped": mapped}
+        opened = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.islink(f"/proc/self/fd/{fd}")]
+        return {"pid": os.getpid(), "mapped": str(plans[0]) in opened}
 
     loader = DataLoader(dataset.select_columns(["edited_path"]).map(where), batch_size=None, num_workers=2)
     seen = list(loader)
@@ -168,5 +167,7 @@ def test_two_dataloader_workers_share_one_cached_plan(packed, tmp_path):
 def test_plan_file_is_compact_and_columnar(packed, tmp_path):
     _, files = planned(packed.root, "all", tmp_path)
     plan = open_plan(files[0])
-    assert plan.table.schema.names[:4] == ["index", "source_path", "edited_path", "instruction"]
-    assert len(plan) == len(packed.rows["all"]) and json.loads(plan.table.schema.metadata[b"ditto_hf.plan"])["spans"]
+    assert plan.schema.names[:4] == ["index", "source_path", "edited_path", "instruction"]
+    spans = json.loads(plan.schema.metadata[b"ditto_hf.plan"])["spans"]
+    assert len(plan) == len(packed.rows["all"]) and spans
+    assert plan.reader.num_record_batches == sum(batches for *_, batches in spans)  # shards never share a batch

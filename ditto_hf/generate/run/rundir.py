@@ -98,6 +98,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
+        self._known: dict[str, dict[str, tuple[int, str]]] = {}
 
     # -- recipe and versions -------------------------------------------------------------------
     def begin(self, recipe_text: str, recipe_name: str, command: list[str] | None = None) -> None:
@@ -134,13 +135,26 @@ class RunDir:
         atomic_write(self.marker(stage, sample.sample_id), sample.to_json())
 
     def read_marker(self, stage: str, sample_id: str) -> Sample | None:
-        path = self.marker(stage, sample_id)
+        return self._read_marker(stage, self.marker(stage, sample_id))
+
+    def _read_marker(self, stage: str, path: str | os.PathLike) -> Sample | None:
         try:
-            return Sample.from_json(path.read_text())
+            with open(path, "rb") as handle:
+                text = handle.read()
         except FileNotFoundError:
             return None
+        try:
+            return Sample.from_json(text)
         except (ValueError, TypeError) as exc:
             raise DittoError(f"{path}: unreadable resume marker ({exc}); delete it to redo stage {stage!r} for this sample") from exc
+
+    def marker_files(self, stage: str) -> dict[str, os.DirEntry]:
+        """The markers of ``stage`` by sample id, from one directory scan (temporary files left out)."""
+        try:
+            with os.scandir(self.root / STATE / stage) as entries:
+                return {entry.name[:-5]: entry for entry in entries if entry.name.endswith(".json") and not entry.name.startswith(".")}
+        except FileNotFoundError:
+            return {}
 
     def resume_point(self, sample: Sample, stages: list[str], retry_failed: bool = False) -> WorkItem:
         """Where ``sample`` stands: its latest record and the next stage it needs.
@@ -149,9 +163,38 @@ class RunDir:
         ``retry_failed``). A failed sample retried starts again at the stage that failed, from the
         record of the stage before.
         """
+        return self._resume(sample, stages, retry_failed, lambda stage: self.read_marker(stage, sample.sample_id))
+
+    def resume_points(self, samples: Iterable[Sample], stages: list[str], retry_failed: bool = False) -> list[WorkItem]:
+        """:meth:`resume_point` of every sample, scanning each stage's marker folder once and
+        reading only the markers that exist (each at most once). What was read is kept for
+        :meth:`known_markers`."""
+        listed = {stage: self.marker_files(stage) for stage in stages}
+        self._known = {stage: {} for stage in stages}
+
+        def marker_of(sample: Sample):
+            def read(stage: str) -> Sample | None:
+                entry = listed[stage].get(sample.sample_id)
+                if entry is None:
+                    return None
+                marked = self._read_marker(stage, entry.path)
+                if marked is not None:
+                    self._known[stage][entry.name] = (entry.stat().st_mtime_ns, marked.status)
+                return marked
+
+            return read
+
+        return [self._resume(sample, stages, retry_failed, marker_of(sample)) for sample in samples]
+
+    def known_markers(self) -> dict[str, dict[str, tuple[int, str]]]:
+        """Per stage, marker file name -> (mtime, status) of the markers the last :meth:`resume_points` read."""
+        return self._known
+
+    @staticmethod
+    def _resume(sample: Sample, stages: list[str], retry_failed: bool, marker) -> WorkItem:
         record = sample
         for index, stage in enumerate(stages):
-            marked = self.read_marker(stage, sample.sample_id)
+            marked = marker(stage)
             if marked is None or (marked.status == "failed" and retry_failed):
                 return WorkItem(record, index)
             record = marked
