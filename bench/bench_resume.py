@@ -2,7 +2,8 @@
 
 Writes a synthetic run directory: N samples through a three-stage recipe, most samples finished,
 some rejected or failed on the way, some not started (markers written as the engines write them).
-Measured in one run, each in a fresh forked process (cold Python objects, warm page cache):
+Measured in one run, each in a fresh forked process (cold Python objects, warm page cache), as CPU
+seconds (user + system: the scan is CPU-bound once the markers are in the page cache):
 
 - baseline: one ``os.scandir`` per stage folder, then open, read and ``json.loads`` every marker;
 - per-sample: ``RunDir.resume_point`` for each sample (a look-up per stage per sample, misses
@@ -58,9 +59,10 @@ def in_child(function, *args):
 
 
 def timed(function, *args) -> float:
-    start = time.perf_counter()
+    """CPU seconds (user + system) of ``function(*args)``: steadier than wall time on a shared machine."""
+    start = time.process_time()
     function(*args)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def list_and_parse(root: Path) -> None:

@@ -73,6 +73,8 @@ class Sample:
     @classmethod
     def from_dict(cls, data: dict) -> Sample:
         known = _field_names(cls)
+        if known.issuperset(data):
+            return cls(**data)
         return cls(**{key: value for key, value in data.items() if key in known})
 
     @classmethod
