@@ -45,6 +45,9 @@ INFLATE_READAHEAD = 1024 * 1024
 REMOTE_BLOCK_SIZE = 1024 * 1024
 MIN_REMOTE_BLOCK_SIZE = 64 * 1024
 INDEX_KEY = "ditto_hf"
+#: Read members through the decoder's unbuffered side (see :meth:`PackedCategory.read`); benchmarks
+#: switch it off to measure the buffered path.
+DIRECT_READS = True
 #: ratarmountcore rewrites member paths with this (pattern, replacement) before storing them, so that
 #: absolute names and ``..`` components stay visible in the index instead of being normalised away.
 #: A leading "/" becomes ``@unsafe@``, a ".." component ``@unsafe..@`` (a list: ratarmountcore compares
@@ -130,6 +133,19 @@ def index_member_table(connection: sqlite3.Connection):
     ).fetchall()
     paths, offsets, sizes = zip(*rows, strict=True) if rows else ((), (), ())
     return pa.table({"path": pa.array(paths, pa.string()), "offset": pa.array(offsets, pa.int64()), "size": pa.array(sizes, pa.int64())})
+
+
+def _read_exactly(raw, offset: int, size: int) -> bytes:
+    """``size`` bytes from ``offset`` of an unbuffered stream (fewer only at its end)."""
+    raw.seek(offset)
+    chunks, left = [], size
+    while left:
+        chunk = raw.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 class _ReadSpacingNotice(logging.Filter):
@@ -375,10 +391,18 @@ class PackedCategory:
         return index_member_table(self.open()._archive.index.get_connection())
 
     def read(self, member: Member) -> bytes:
+        """Inflate exactly the member's span, from the seek point before it. The decoder's unbuffered
+        side is used when there is one (indexed_gzip): the buffered wrapper would inflate, and so
+        fetch, megabytes past the member, which a sparse config never uses."""
         archive = self.open()._archive
+        stream = archive.tarFileObject
+        raw = getattr(stream, "raw", None) if DIRECT_READS else None
         with archive.fileObjectLock:
-            archive.tarFileObject.seek(member.offset)
-            data = archive.tarFileObject.read(member.size)
+            if raw is not None and hasattr(raw, "pread"):
+                data = _read_exactly(raw, member.offset, member.size)
+            else:
+                stream.seek(member.offset)
+                data = stream.read(member.size)
         if len(data) != member.size:
             raise DittoError(
                 f"{self.shown_as}: member {member.path} is cut short ({len(data)} of {member.size} bytes); the archive is truncated"
