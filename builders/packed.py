@@ -35,6 +35,10 @@ logger = logging.getLogger("ditto_hf.builders")
 
 #: ratarmountcore's default: one gzip checkpoint (with its 32 KiB window) per 16 MiB of compressed data.
 DEFAULT_SEEK_POINT_SPACING = 16 * 1024 * 1024
+#: What ``ditto-hf index`` publishes: about half a release clip (~1.8 MB), so reading one member
+#: inflates on average a quarter of a clip before it; the index costs a 32 KiB window per seek point
+#: (about 3% of the archive: ~5.6 GB for ``source``, ~60 GB for the whole release).
+PUBLISHED_SEEK_POINT_SPACING = 1024 * 1024
 MIN_SEEK_POINT_SPACING = 32 * 1024
 #: ratarmountcore gives indexed_gzip a read buffer of max(3 MiB, 3 x spacing); readers pass this
 #: spacing (the loaded index keeps its own seek points) so the buffer stays at 3 MiB.

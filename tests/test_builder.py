@@ -220,3 +220,21 @@ def test_stream_command_prints_a_table_of_triplets(packed_release):
     assert "Replace the object" in result.output and "local/0000/" in result.output
     unknown = runner.invoke(cli, ["stream", "nope", "--data-dir", str(packed_release.root)])
     assert unknown.exit_code == 1 and "configs present: all, global" in unknown.output
+
+
+def test_index_command_publishes_the_release_spacing_by_default(packed_release, tmp_path, monkeypatch):
+    import datasets
+    from click.testing import CliRunner
+
+    from ditto_hf.builders.packed import PUBLISHED_SEEK_POINT_SPACING, PackedCategory, find_parts
+    from ditto_hf.builders.release import ReleaseRoot
+    from ditto_hf.cli import cli
+    from ditto_hf.testing.release import copy_release
+
+    copy = copy_release(packed_release, tmp_path / "release")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "publisher-cache"))
+    result = CliRunner().invoke(cli, ["index", str(copy.root), "--category", "local"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    root = ReleaseRoot(str(copy.root))
+    reader = PackedCategory(root, "local", find_parts(root, "local"), tmp_path / "reader")
+    assert reader._read_info(reader.index_path()).spacing == PUBLISHED_SEEK_POINT_SPACING
