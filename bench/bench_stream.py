@@ -10,8 +10,8 @@ from ``hf://`` and counts the file bytes the server sent.
 Fetched bytes include everything the reader downloads: metadata, captions, seek indexes and archive
 ranges. Seek-point spacing is given in clips (``--spacing-clips``: spacing = that many times the
 mean clip size, as the release's ~1.8 MB clips against ``ditto-hf index`` spacings), so the ratios
-carry over to the release; each spacing is measured with the exact member reads and (``--buffered``)
-with the decoder's buffered reads (the path before exact reads). ``whole-archive`` is downloading
+carry over to the release; each spacing is measured with the exact member reads, and the first one
+also with the decoder's buffered reads (``--buffered``: ratarmountcore's read path, used before). ``whole-archive`` is downloading
 the needed archives whole. The naive path measured in the same run (``--naive``) downloads every part
 of the needed categories, runs ``cat parts | tar -xz`` and reads the files; packed throughput is
 taken after the first row (the index download and planning are time to first row). Memory is the
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--part-size", type=int, default=8 << 20, help="bytes per .tar.gz.NN part")
     parser.add_argument("--spacing-clips", type=float, nargs="+", default=[9.0, 0.5], help="seek point spacings, in mean clip sizes")
-    parser.add_argument("--buffered", action="store_true", help="also measure the decoder's buffered reads")
+    parser.add_argument("--buffered", action="store_true", help="at the first spacing, also measure the decoder's buffered reads")
     parser.add_argument("--naive", action="store_true", help="also measure download every part + cat | tar -xz")
     parser.add_argument("--configs", nargs="+", default=["all", "local_replace"])
     args = parser.parse_args()
@@ -94,7 +94,7 @@ def main() -> None:
             ).publish_index()
             index_bytes += hub.fs.info(published)["size"]
         type(hub.fs).clear_instance_cache()  # readers list the release afresh (the indexes changed)
-        for direct in [True, False] if args.buffered else [True]:
+        for direct in [False, True] if args.buffered and clips == args.spacing_clips[0] else [True]:
             packed_module.DIRECT_READS = direct
             for config in args.configs:
                 label = f"{clips:g} clips ({spacing >> 10} KiB)"

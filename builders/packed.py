@@ -10,6 +10,7 @@ parts (``<category>.tar.gz.index.sqlite``) so that later readers download it ins
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import hashlib
 import io
@@ -24,8 +25,6 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import fsspec.caching
 
 from ditto_hf.builders.members import Member
 from ditto_hf.builders.release import VIDEOS_DIR, ReleaseRoot
@@ -46,7 +45,7 @@ READ_SPACING = 1024 * 1024
 READ_BUFFER = 3 * READ_SPACING
 #: indexed_gzip's compressed read-ahead (its default ``readbuf_size``).
 INFLATE_READAHEAD = 1024 * 1024
-#: Remote archive parts are fetched in blocks of at most / at least this many bytes.
+#: Remote archive parts are fetched in requests of at most / at least this many bytes.
 REMOTE_BLOCK_SIZE = 1024 * 1024
 MIN_REMOTE_BLOCK_SIZE = 64 * 1024
 INDEX_KEY = "ditto_hf"
@@ -165,6 +164,47 @@ def _read_exactly(raw, offset: int, size: int, seek_points: list[int]) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+class RemoteRanges:
+    """Remote bytes in aligned blocks of :data:`MIN_REMOTE_BLOCK_SIZE`, one request per miss.
+
+    A miss right after the previous one (the archive read in order) fetches twice as many blocks as
+    the last, up to :data:`REMOTE_BLOCK_SIZE`; any other miss fetches just the blocks it needs. So a
+    dense read is a few large requests and a sparse one reads only the spans its members need;
+    already cached blocks stop a fetch, and the least recently used are dropped past ``keep`` bytes."""
+
+    def __init__(self, fetch, size: int, *, keep: int) -> None:
+        self.fetch, self.size = fetch, size
+        self.max_blocks = -(-keep // MIN_REMOTE_BLOCK_SIZE)
+        self.blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self.run, self.next_miss = 1, -1
+
+    def read(self, offset: int, length: int) -> bytes:
+        block = MIN_REMOTE_BLOCK_SIZE
+        end = min(offset + length, self.size)
+        pieces = []
+        for number in range(offset // block, -(-end // block)):
+            if number not in self.blocks:
+                self._load(number, -(-end // block) - number)
+            data = self.blocks[number]
+            self.blocks.move_to_end(number)
+            start = number * block
+            pieces.append(data[max(offset, start) - start : min(end, start + len(data)) - start])
+        return b"".join(pieces)
+
+    def _load(self, number: int, needed: int) -> None:
+        block = MIN_REMOTE_BLOCK_SIZE
+        self.run = min(REMOTE_BLOCK_SIZE // block, 2 * self.run) if number == self.next_miss else 1
+        count = max(needed, self.run)
+        count = next((n for n in range(1, count) if number + n in self.blocks), count)  # stop at a cached block
+        count = min(count, -(-self.size // block) - number)
+        data = self.fetch(number * block, min(self.size, (number + count) * block))
+        for index in range(count):
+            self.blocks[number + index] = data[index * block : (index + 1) * block]
+        self.next_miss = number + count
+        while len(self.blocks) > self.max_blocks:
+            self.blocks.popitem(last=False)
 
 
 class _ReadSpacingNotice(logging.Filter):
@@ -340,9 +380,8 @@ class PackedCategory:
 
     # -- reading --------------------------------------------------------------------------------
     def _joined_parts(self):
-        """The parts as one file object. Remote parts are read in blocks through an LRU block cache
-        that covers a gzip checkpoint span plus the decoder's read buffer, so re-inflating from a
-        checkpoint does not fetch the same bytes twice; memory stays bounded by the cache size."""
+        """The parts as one file object; remote parts are read through :class:`RemoteRanges`
+        (memory bounded by what it keeps)."""
         from ratarmountcore.StenciledFile import JoinedFileFromFactory, LambdaReaderFile
 
         if self.root.is_local:
@@ -357,12 +396,11 @@ class PackedCategory:
                 joined.seek(start)
                 return joined.read(end - start)
 
-        block = min(REMOTE_BLOCK_SIZE, max(MIN_REMOTE_BLOCK_SIZE, self.spacing // 4))
-        # One decoder read inflates from a checkpoint up to ``spacing`` back through its read buffer and
-        # read-ahead; twice the spacing keeps the previous checkpoint span too (LRU must not sweep).
-        covered = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD
-        cache = fsspec.caching.BlockCache(block, fetch, size, maxblocks=-(-covered // block) + 2)
-        return io.BufferedReader(LambdaReaderFile(lambda offset, length: cache._fetch(offset, offset + length), size), buffer_size=block)
+        # One read inflates from a seek point up to ``spacing`` back; keeping twice the spacing plus
+        # the decoders' buffers means re-inflating from a seek point never fetches the same bytes twice.
+        keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE
+        ranges = RemoteRanges(fetch, size, keep=keep)
+        return io.BufferedReader(LambdaReaderFile(ranges.read, size), buffer_size=MIN_REMOTE_BLOCK_SIZE)
 
     def _open_archive(self, index_file: str, *, read_only: bool):
         from ratarmountcore.mountsource.formats.tar import SQLiteIndexedTar

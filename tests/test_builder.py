@@ -238,3 +238,26 @@ def test_index_command_publishes_the_release_spacing_by_default(packed_release, 
     root = ReleaseRoot(str(copy.root))
     reader = PackedCategory(root, "local", find_parts(root, "local"), tmp_path / "reader")
     assert reader._read_info(reader.index_path()).spacing == PUBLISHED_SEEK_POINT_SPACING
+
+
+def test_remote_ranges_coalesce_in_order_reads_and_fetch_only_sparse_spans():
+    import random
+
+    from ditto_hf.builders.packed import MIN_REMOTE_BLOCK_SIZE, REMOTE_BLOCK_SIZE, RemoteRanges
+
+    data = random.Random(0).randbytes(64 * MIN_REMOTE_BLOCK_SIZE + 123)
+    requests = []
+
+    def fetch(start: int, end: int) -> bytes:
+        requests.append((start, end))
+        return data[start:end]
+
+    ranges = RemoteRanges(fetch, len(data), keep=REMOTE_BLOCK_SIZE * 4)
+    assert b"".join(ranges.read(offset, 10_000) for offset in range(0, len(data), 10_000)) == data  # in order: every byte once
+    sizes = [end - start for start, end in requests]
+    assert sum(sizes) == len(data) and len(requests) < 10 and max(sizes) == REMOTE_BLOCK_SIZE  # growing requests
+    requests.clear()
+    sparse = RemoteRanges(fetch, len(data), keep=REMOTE_BLOCK_SIZE)
+    for offset in range(0, len(data) - 1000, 5 * MIN_REMOTE_BLOCK_SIZE):
+        assert sparse.read(offset + 7, 1000) == data[offset + 7 : offset + 1007]
+    assert all(end - start == MIN_REMOTE_BLOCK_SIZE for start, end in requests)  # only the block each read needs

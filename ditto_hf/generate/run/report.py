@@ -64,8 +64,13 @@ class ProgressMonitor:
         self.progress.stop()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        """Refresh every ``interval`` seconds, or less often when the scans grow long (a run with
+        hundreds of thousands of markers): the monitor takes at most ~10% of a core."""
+        wait = self.interval
+        while not self._stop.wait(wait):
+            start = time.perf_counter()
             self.refresh()
+            wait = max(self.interval, 10 * (time.perf_counter() - start))
 
     def refresh(self) -> None:
         for stage in self.stages:
