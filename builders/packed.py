@@ -179,8 +179,13 @@ class RemoteRanges:
         self.max_blocks = -(-keep // MIN_REMOTE_BLOCK_SIZE)
         self.blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.run, self.next_miss = 1, -1
+        self.lock = threading.Lock()
 
     def read(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            return self._read(offset, length)
+
+    def _read(self, offset: int, length: int) -> bytes:
         block = MIN_REMOTE_BLOCK_SIZE
         end = min(offset + length, self.size)
         pieces = []
@@ -254,6 +259,7 @@ class PackedCategory:
         self._archive = None
         self._seek_points: list[int] | None = None
         self._direct = None
+        self._ranges: RemoteRanges | None = None
 
     # -- naming ---------------------------------------------------------------------------------
     @property
@@ -386,21 +392,21 @@ class PackedCategory:
 
         if self.root.is_local:
             return JoinedFileFromFactory([lambda path=part.path: self._fs.open(path, "rb") for part in self.parts])
-        joined = JoinedFileFromFactory([lambda path=part.path: self._fs.open(path, "rb", cache_type="none") for part in self.parts])
-        size = sum(part.size for part in self.parts)
-        lock = threading.Lock()
+        if self._ranges is None:  # one per archive: every file object over it shares what was fetched
+            joined = JoinedFileFromFactory([lambda path=part.path: self._fs.open(path, "rb", cache_type="none") for part in self.parts])
+            size = sum(part.size for part in self.parts)
 
-        def fetch(start: int, end: int) -> bytes:
-            logger.debug("%s: fetching bytes %d-%d", self.shown_as, start, end)
-            with lock:
+            def fetch(start: int, end: int) -> bytes:
+                logger.debug("%s: fetching bytes %d-%d", self.shown_as, start, end)
                 joined.seek(start)
                 return joined.read(end - start)
 
-        # One read inflates from a seek point up to ``spacing`` back; keeping twice the spacing plus
-        # the decoders' buffers means re-inflating from a seek point never fetches the same bytes twice.
-        keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE
-        ranges = RemoteRanges(fetch, size, keep=keep)
-        return io.BufferedReader(LambdaReaderFile(ranges.read, size), buffer_size=MIN_REMOTE_BLOCK_SIZE)
+            # One read inflates from a seek point up to ``spacing`` back; keeping twice the spacing plus
+            # the decoders' buffers means re-inflating from a seek point never fetches the same bytes twice.
+            keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE
+            self._ranges = RemoteRanges(fetch, size, keep=keep)
+        ranges = self._ranges
+        return io.BufferedReader(LambdaReaderFile(ranges.read, ranges.size), buffer_size=MIN_REMOTE_BLOCK_SIZE)
 
     def _open_archive(self, index_file: str, *, read_only: bool):
         from ratarmountcore.mountsource.formats.tar import SQLiteIndexedTar
@@ -500,3 +506,4 @@ class PackedCategory:
             self._archive.close()
             self._archive = None
             self._seek_points = None
+        self._ranges = None
