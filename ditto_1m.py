@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,16 @@ import datasets
 from datasets.builder import Key
 
 from ditto_hf.builders.packed import DEFAULT_SEEK_POINT_SPACING, index_cache_dir
-from ditto_hf.builders.plan import (
-    BadRows,
-    Readers,
-    Shard,
-    plan_triplets,
-    shard_triplets,
+from ditto_hf.builders.plan import BadRows, Readers, Triplet, plan_triplets
+from ditto_hf.builders.plan_cache import (
+    CachedPlan,
+    ShardSpan,
+    build_plan,
+    open_plan,
+    parse_rows,
+    plan_cache_dir,
+    plan_key,
+    report_cached,
 )
 from ditto_hf.builders.release import (
     DEFAULT_ROOT,
@@ -38,10 +42,9 @@ from ditto_hf.builders.release import (
     MetadataRow,
     ReleaseRoot,
     load_captions,
-    parse_row,
     read_json_array,
 )
-from ditto_hf.builders.verify import check_video
+from ditto_hf.builders.verify import check_video, verify_level
 from ditto_hf.errors import BadRowError, DittoError, VideoError
 from ditto_hf.schema import TRIPLET_FEATURES
 
@@ -69,14 +72,16 @@ class Ditto1MConfig(datasets.BuilderConfig):
         on_bad_rows: ``"raise"`` (default) stops at the first bad row with a message naming it;
             ``"skip"`` logs each bad row, counts it and goes on.
         num_shards: at most this many shards (runs of whole 4-digit folders) for parallel readers.
-        verify_videos: check each video is a whole, openable mp4 before yielding it.
+        verify_videos: check each video before yielding it: ``True`` / ``"container"`` (default) walks
+            the mp4 boxes (catches truncated and foreign files, microseconds per video); ``"full"`` also
+            opens it with the decoder; ``False`` checks nothing.
         seek_point_spacing: gzip checkpoint spacing used when this reader has to build a seek index.
     """
 
     name: str = DEFAULT_CONFIG_NAME
     on_bad_rows: str = "raise"
     num_shards: int = DEFAULT_NUM_SHARDS
-    verify_videos: bool = True
+    verify_videos: bool | str = True
     seek_point_spacing: int = DEFAULT_SEEK_POINT_SPACING
 
 
@@ -90,6 +95,10 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.bad_rows = BadRows(self.config.on_bad_rows)
+        try:
+            self.verify = verify_level(self.config.verify_videos)
+        except VideoError as exc:
+            raise DittoError(str(exc)) from None
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -117,34 +126,46 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         root = self.release
         metadata_path = root.metadata_file(self.config.name)
         shown_as = root.display(METADATA_DIR, Path(metadata_path).name)
-        rows = []
-        for index, entry in enumerate(read_json_array(root.fs, metadata_path, shown_as)):
+        plan = self._plan(root, metadata_path, shown_as)
+        spans = plan.spans
+        logger.info("%s: %d triplets in %d shard(s) (plan %s)", shown_as, len(plan), len(spans), plan.path)
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": spans, "root": root, "shown_as": shown_as})]
+
+    def _plan(self, root: ReleaseRoot, metadata_path: str, shown_as: str) -> CachedPlan:
+        """The cached plan of this config, computed first when the release changed or was never planned."""
+        settings = {"on_bad_rows": self.config.on_bad_rows, "num_shards": self.config.num_shards}
+        key = plan_key(root, self.config.name, metadata_path, settings)
+        path = plan_cache_dir(self._cache_dir_root) / f"{self.config.name}-{key}.arrow"
+        if path.is_file():
             try:
-                rows.append(parse_row(index, entry, shown_as))
-            except BadRowError as exc:
-                self.bad_rows.handle(exc)
+                plan = open_plan(path)
+            except (OSError, ValueError, KeyError) as exc:  # a damaged cache file: plan again
+                logger.warning("%s: unreadable cached plan (%s); planning again", path, exc)
+            else:
+                report_cached(plan, self.bad_rows)
+                return plan
+        rows = parse_rows(read_json_array(root.fs, metadata_path, shown_as), self.bad_rows, shown_as)
         readers = self._readers(root)
-        triplets = plan_triplets(rows, readers, load_captions(root), self.bad_rows, shown_as)
+        readers.close()  # the release changed since this process opened it: list its categories again
+        build_plan(rows, readers, load_captions(root), self.bad_rows, shown_as, self.config.num_shards, path)
         self.bad_rows.report(f"while reading {shown_as}")
-        shards = shard_triplets(triplets, self.config.num_shards)
-        logger.info("%s: %d triplets in %d shard(s)", shown_as, len(triplets), len(shards))
-        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": shards, "root": root, "shown_as": shown_as})]
+        return open_plan(path)
 
     # -- reading --------------------------------------------------------------------------------
-    def _generate_examples(self, shards: list[Shard], root: ReleaseRoot, shown_as: str):
+    def _generate_examples(self, shards: list[ShardSpan], root: ReleaseRoot, shown_as: str):
         readers = self._readers(root)
         skipped_before = self.bad_rows.skipped
         try:
-            for shard in shards:
-                yield from self._shard_examples(shard, readers, shown_as)
+            for span in shards:
+                yield from self._shard_examples(span.id, open_plan(span.plan).triplets(span), readers, shown_as)
         finally:
             skipped = self.bad_rows.skipped - skipped_before
             if skipped:
-                logger.warning("ditto_1m: skipped %d bad row(s) of %s in shard(s) %s", skipped, shown_as, [shard.id for shard in shards])
+                logger.warning("ditto_1m: skipped %d bad row(s) of %s in shard(s) %s", skipped, shown_as, [span.id for span in shards])
 
-    def _shard_examples(self, shard: Shard, readers: Readers, shown_as: str):
+    def _shard_examples(self, shard_id: int, triplets: Iterable[Triplet], readers: Readers, shown_as: str):
         source_cache: tuple = (None, None)
-        for position, triplet in enumerate(shard.triplets):
+        for position, triplet in enumerate(triplets):
             row = triplet.row
             try:
                 if source_cache[0] != triplet.source:
@@ -154,7 +175,7 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
                 self.bad_rows.handle(exc)
                 continue
             yield (
-                Key(shard.id, position),
+                Key(shard_id, position),
                 {
                     "source": {"bytes": source_cache[1], "path": row.source_path},
                     "edited": {"bytes": edited, "path": row.edited_path},
@@ -171,7 +192,7 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         bad rows are raised or skipped as ``on_bad_rows`` says. The Hub mirror reads its parts with this."""
         readers = self._readers(self.release)
         triplets = plan_triplets(list(rows), readers, dict(captions), self.bad_rows, shown_as)
-        for _, example in self._shard_examples(Shard(0, tuple(triplets)), readers, shown_as):
+        for _, example in self._shard_examples(0, triplets, readers, shown_as):
             yield example
 
     def _read(self, readers: Readers, member, row, key: str, shown_as: str) -> bytes:
@@ -179,8 +200,7 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         path = getattr(row, key)
         try:
             data = readers.get(member.category).read(member)
-            if self.config.verify_videos:
-                check_video(data, path)
+            check_video(data, path, self.verify)
         except (VideoError, DittoError, OSError) as exc:
             raise BadRowError(f"{shown_as} row {row.index}: {key}: {exc}") from None
         return data

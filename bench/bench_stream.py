@@ -1,4 +1,4 @@
-"""Read amplification and memory of streaming packed Ditto-1M triplets over HTTP.
+"""Read amplification, throughput and memory of streaming packed Ditto-1M triplets over HTTP.
 
 Builds a packed miniature release (noisy, incompressible mp4s; split ``.tar.gz.NN`` parts), serves it
 from the loopback Hub server (``ditto_hf.testing.hub_server``), publishes the seek indexes with the same code
@@ -8,16 +8,24 @@ from ``hf://`` and counts the file bytes the server sent.
     read amplification = bytes fetched from the server / video bytes yielded
 
 Fetched bytes include everything the reader downloads: metadata, captions, seek indexes and archive
-ranges. The baseline measured in the same run is downloading the needed archives whole. Memory is
-the resident set size sampled while iterating: flat means it does not grow with the triplet count.
+ranges. Seek-point spacing is given in clips (``--spacing-clips``: spacing = that many times the
+mean clip size, as the release's ~1.8 MB clips against ``ditto-hf index`` spacings), so the ratios
+carry over to the release; each spacing is measured with the exact member reads, and the first one
+also with the decoder's buffered reads (``--buffered``: ratarmountcore's read path, used before). ``whole-archive`` is downloading
+the needed archives whole. The naive path measured in the same run (``--naive``) downloads every part
+of the needed categories, runs ``cat parts | tar -xz`` and reads the files; packed throughput is
+taken after the first row (the index download and planning are time to first row). Memory is the
+resident set size sampled while iterating: flat means it does not grow with the triplet count.
 
-    python bench/bench_stream.py [--dirs 12] [--sources 6] [--size 96] [--frames 16]
+    python bench/bench_stream.py [--dirs 12] [--sources 6] [--size 256] [--frames 16]
+                                 [--spacing-clips 9 0.5] [--buffered] [--naive]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +35,7 @@ from ditto_hf.testing.hub_server import client_environment, free_port  # noqa: E
 PORT = free_port()
 WORK = Path(tempfile.mkdtemp(prefix="ditto-bench-"))
 os.environ.update(client_environment(WORK, f"http://127.0.0.1:{PORT}"))  # before huggingface_hub / datasets are imported
+REPO = "bench/ditto-mini"
 
 
 def rss_bytes() -> int:
@@ -39,16 +48,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dirs", type=int, default=12, help="4-digit folders")
     parser.add_argument("--sources", type=int, default=6, help="sources per folder (3 edits each)")
-    parser.add_argument("--size", type=int, default=96, help="clip width and height")
+    parser.add_argument("--size", type=int, default=256, help="clip width and height")
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--part-size", type=int, default=1 << 20, help="bytes per .tar.gz.NN part")
-    parser.add_argument("--spacing", type=int, default=512 << 10, help="gzip seek point spacing of the published index")
+    parser.add_argument("--part-size", type=int, default=8 << 20, help="bytes per .tar.gz.NN part")
+    parser.add_argument("--spacing-clips", type=float, nargs="+", default=[9.0, 0.5], help="seek point spacings, in mean clip sizes")
+    parser.add_argument("--buffered", action="store_true", help="at the first spacing, also measure the decoder's buffered reads")
+    parser.add_argument("--naive", action="store_true", help="also measure download every part + cat | tar -xz")
+    parser.add_argument("--configs", nargs="+", default=["all", "local_replace"])
     args = parser.parse_args()
 
     from huggingface_hub import HfApi
 
     import ditto_hf  # noqa: F401  (registers "ditto_1m")
-    from ditto_hf.builders.packed import PackedCategory, find_parts
+    from ditto_hf.builders import packed as packed_module
+    from ditto_hf.builders.packed import MIN_SEEK_POINT_SPACING, PackedCategory, find_parts
     from ditto_hf.builders.release import ReleaseRoot
     from ditto_hf.testing.hub_server import HubServer
     from ditto_hf.testing.release import make_release, pack_release
@@ -58,49 +71,99 @@ def main() -> None:
     packed = pack_release(extracted, WORK / "packed", part_size=args.part_size)
     server = HubServer(WORK / "hub", port=PORT).start()
     api = HfApi(endpoint=server.endpoint, token=server.token)
-    api.create_repo("bench/ditto-mini", repo_type="dataset")
-    api.upload_folder(repo_id="bench/ditto-mini", repo_type="dataset", folder_path=packed.root)
-    root = "hf://datasets/bench/ditto-mini"
+    api.create_repo(REPO, repo_type="dataset")
+    api.upload_folder(repo_id=REPO, repo_type="dataset", folder_path=packed.root)
+    root = f"hf://datasets/{REPO}"
     hub = ReleaseRoot(root, {"endpoint": server.endpoint, "token": server.token})
     categories = sorted({path.split("/", 1)[0] for path in extracted.files})
-    for category in categories:
-        PackedCategory(hub, category, find_parts(hub, category), WORK / "publisher", spacing=args.spacing).publish_index()
+    clip = sum(p.stat().st_size for p in extracted.files.values()) / len(extracted.files)
     print(
-        f"fixture: {len(extracted.files)} mp4s, {sum(p.stat().st_size for p in extracted.files.values()) / 1e6:.1f} MB, "
-        f"built and published in {time.perf_counter() - started:.1f}s"
+        f"fixture: {len(extracted.files)} mp4s, {clip * len(extracted.files) / 1e6:.1f} MB (mean clip {clip / 1e3:.0f} kB), "
+        f"built and served in {time.perf_counter() - started:.1f}s"
     )
-
     print(
-        f"{'config':<14}{'triplets':>9}{'yielded MB':>11}{'distinct MB':>12}{'fetched MB':>11}{'amplif.':>8}"
-        f"{'vs distinct':>12}{'whole-archive':>14}{'RSS start':>10}{'RSS peak':>9}{'RSS end':>8}"
+        f"{'spacing':>14} {'reads':<9}{'config':<14}{'triplets':>9}{'yielded MB':>11}{'fetched MB':>11}{'amplif.':>8}"
+        f"{'whole-archive':>14}{'index MB':>9}{'1st row s':>10}{'MB/s after':>11}{'RSS peak':>9}"
     )
-    for config in ("all", "local_replace"):
-        measure(server, packed, root, config, WORK / f"reader-{config}")
+    for clips in args.spacing_clips:
+        spacing = max(MIN_SEEK_POINT_SPACING + 1, int(clips * clip))
+        index_bytes = 0
+        for category in categories:
+            published = PackedCategory(
+                hub, category, find_parts(hub, category), WORK / f"publisher-{clips}", spacing=spacing
+            ).publish_index()
+            index_bytes += hub.fs.info(published)["size"]
+        type(hub.fs).clear_instance_cache()  # readers list the release afresh (the indexes changed)
+        for direct in [False, True] if args.buffered and clips == args.spacing_clips[0] else [True]:
+            packed_module.DIRECT_READS = direct
+            for config in args.configs:
+                label = f"{clips:g} clips ({spacing >> 10} KiB)"
+                cache = WORK / f"reader-{clips}-{direct}-{config}"
+                measure(server, packed, root, config, cache, label, "exact" if direct else "buffered", index_bytes)
+    if args.naive:
+        for config in args.configs:
+            naive(server, packed, config)
     server.stop()
 
 
-def measure(server, release, root: str, config: str, cache_dir: Path) -> None:
+def used_categories(release, config: str) -> set[str]:
+    return {path.split("/", 1)[0] for row in release.rows[config] for path in (row["source_path"], row["edited_path"])}
+
+
+def measure(server, release, root: str, config: str, cache_dir: Path, label: str, reads: str, index_bytes: int) -> None:
     from datasets import load_dataset
 
     server.reset_counters()
+    start = time.perf_counter()
     dataset = load_dataset("ditto_1m", name=config, data_dir=root, streaming=True, split="train", cache_dir=str(cache_dir)).decode(False)
-    yielded, distinct, samples, count = 0, {}, [], 0
+    yielded, after_first, samples, count, first_row = 0, 0, [], 0, None
     for row in dataset:
         count += 1
-        for column in ("source", "edited"):
-            yielded += len(row[column]["bytes"])
-            distinct[row[column]["path"]] = len(row[column]["bytes"])
+        size = len(row["source"]["bytes"]) + len(row["edited"]["bytes"])
+        yielded += size
+        if first_row is None:
+            first_row = time.perf_counter()
+        else:
+            after_first += size
         if count % 10 == 1:
             samples.append(rss_bytes())
+    end = time.perf_counter()
     samples.append(rss_bytes())
     fetched = server.bytes_served
-    used = {path.split("/", 1)[0] for rows in [release.rows[config]] for row in rows for path in (row["source_path"], row["edited_path"])}
-    whole = sum(part.stat().st_size for category in used for part in (release.root / "videos" / category).glob("*.tar.gz.[0-9]*"))
-    distinct_bytes = sum(distinct.values())
+    whole = sum(
+        part.stat().st_size
+        for category in used_categories(release, config)
+        for part in (release.root / "videos" / category).glob("*.tar.gz.[0-9]*")
+    )
     print(
-        f"{config:<14}{count:>9}{yielded / 1e6:>11.2f}{distinct_bytes / 1e6:>12.2f}{fetched / 1e6:>11.2f}"
-        f"{fetched / yielded:>8.2f}{fetched / distinct_bytes:>12.2f}{whole / yielded:>14.2f}"
-        f"{samples[0] / 2**20:>9.0f}M{max(samples) / 2**20:>8.0f}M{samples[-1] / 2**20:>7.0f}M"
+        f"{label:>14} {reads:<9}{config:<14}{count:>9}{yielded / 1e6:>11.2f}{fetched / 1e6:>11.2f}{fetched / yielded:>8.2f}"
+        f"{whole / yielded:>14.2f}{index_bytes / 1e6:>9.2f}{first_row - start:>10.2f}{after_first / 1e6 / (end - first_row):>11.1f}"
+        f"{max(samples) / 2**20:>8.0f}M"
+    )
+
+
+def naive(server, release, config: str) -> None:
+    """Download every part of the needed categories, ``cat | tar -xz`` them, read the config's files."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=server.endpoint, token=server.token)
+    folder = WORK / f"naive-{config}"
+    start = time.perf_counter()
+    yielded = 0
+    for category in sorted(used_categories(release, config)):
+        parts = sorted(p.name for p in (release.root / "videos" / category).glob("*.tar.gz.[0-9]*"))
+        local = [
+            api.hf_hub_download(REPO, f"videos/{category}/{name}", repo_type="dataset", local_dir=folder / "download") for name in parts
+        ]
+        (folder / "videos").mkdir(parents=True, exist_ok=True)
+        subprocess.run(f"cat {' '.join(local)} | tar -xz -C {folder / 'videos'}", shell=True, check=True)
+    for row in release.rows[config]:
+        for key in ("source_path", "edited_path"):
+            yielded += len((folder / "videos" / row[key]).read_bytes())
+    seconds = time.perf_counter() - start
+    blank = " " * (11 + 8 + 14 + 9 + 10)
+    print(
+        f"{'naive':>14} {'untar':<9}{config:<14}{len(release.rows[config]):>9}{yielded / 1e6:>11.2f}{blank}{yielded / 1e6 / seconds:>11.1f}"
     )
 
 

@@ -44,6 +44,18 @@ class ExtractedCategory:
             return None
         return Member(self.category, 0, size, posixpath.join(self.base, inside))
 
+    def member_table(self):
+        import pyarrow as pa
+
+        listing = self._listing()
+        return pa.table(
+            {
+                "path": pa.array([f"{self.category}/{inside}" for inside in listing], pa.string()),
+                "offset": pa.array([0] * len(listing), pa.int64()),
+                "size": pa.array(list(listing.values()), pa.int64()),
+            }
+        )
+
     def read(self, member: Member) -> bytes:
         return self._fs.cat_file(member.path)
 

@@ -26,6 +26,10 @@ class CategoryReader(Protocol):
     def locate(self, release_path: str) -> Member | None:
         """The member for ``<category>/<dir>/<file>.mp4``, or ``None`` when it is not in the release."""
 
+    def member_table(self):
+        """Every member as a ``pyarrow.Table`` of ``path`` (the release path), ``offset``, ``size``;
+        where a path occurs twice, the one :meth:`locate` returns comes first."""
+
     def read(self, member: Member) -> bytes:
         """The bytes of a located member."""
 

@@ -9,6 +9,8 @@ parts (``<category>.tar.gz.index.sqlite``) so that later readers download it ins
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import hashlib
 import io
@@ -24,8 +26,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import fsspec.caching
-
 from ditto_hf.builders.members import Member
 from ditto_hf.builders.release import VIDEOS_DIR, ReleaseRoot
 from ditto_hf.errors import DittoError
@@ -34,6 +34,10 @@ logger = logging.getLogger("ditto_hf.builders")
 
 #: ratarmountcore's default: one gzip checkpoint (with its 32 KiB window) per 16 MiB of compressed data.
 DEFAULT_SEEK_POINT_SPACING = 16 * 1024 * 1024
+#: What ``ditto-hf index`` publishes: about half a release clip (~1.8 MB), so reading one member
+#: inflates on average a quarter of a clip before it; the index costs a 32 KiB window per seek point
+#: (about 3% of the archive: ~5.6 GB for ``source``, ~60 GB for the whole release).
+PUBLISHED_SEEK_POINT_SPACING = 1024 * 1024
 MIN_SEEK_POINT_SPACING = 32 * 1024
 #: ratarmountcore gives indexed_gzip a read buffer of max(3 MiB, 3 x spacing); readers pass this
 #: spacing (the loaded index keeps its own seek points) so the buffer stays at 3 MiB.
@@ -41,10 +45,15 @@ READ_SPACING = 1024 * 1024
 READ_BUFFER = 3 * READ_SPACING
 #: indexed_gzip's compressed read-ahead (its default ``readbuf_size``).
 INFLATE_READAHEAD = 1024 * 1024
-#: Remote archive parts are fetched in blocks of at most / at least this many bytes.
+#: Remote archive parts are fetched in requests of at most / at least this many bytes.
 REMOTE_BLOCK_SIZE = 1024 * 1024
 MIN_REMOTE_BLOCK_SIZE = 64 * 1024
 INDEX_KEY = "ditto_hf"
+#: Read members through an unbuffered inflater (see :meth:`PackedCategory.read`); benchmarks switch
+#: it off to measure ratarmountcore's buffered reads.
+DIRECT_READS = True
+#: Compressed bytes that inflater reads at a time (indexed_gzip's default is 1 MiB).
+DIRECT_READ_CHUNK = 64 * 1024
 #: ratarmountcore rewrites member paths with this (pattern, replacement) before storing them, so that
 #: absolute names and ``..`` components stay visible in the index instead of being normalised away.
 #: A leading "/" becomes ``@unsafe@``, a ".." component ``@unsafe..@`` (a list: ratarmountcore compares
@@ -127,6 +136,92 @@ def _stored_name(indexed_path: str) -> str:
     return indexed_path.lstrip("/").replace(UNSAFE_PARENT, "..")
 
 
+def index_member_table(connection: sqlite3.Connection):
+    """Every entry of a ratarmountcore index as a ``pyarrow.Table`` (``path`` without the leading
+    "/", ``offset``, ``size``) in one query; the latest version of a path first, as its lookup."""
+    import pyarrow as pa
+
+    cursor = connection.cursor()
+    cursor.row_factory = None  # plain tuples
+    rows = cursor.execute(
+        """SELECT CASE "path" WHEN '/' THEN "name" ELSE substr("path", 2) || '/' || "name" END, "offset", "size"
+           FROM "files" ORDER BY "offsetheader" DESC"""
+    ).fetchall()
+    paths, offsets, sizes = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.table({"path": pa.array(paths, pa.string()), "offset": pa.array(offsets, pa.int64()), "size": pa.array(sizes, pa.int64())})
+
+
+def _read_exactly(raw, offset: int, size: int, seek_points: list[int]) -> bytes:
+    """``size`` bytes from ``offset`` of an unbuffered inflating stream (fewer only at its end).
+
+    A seek re-inflates from the seek point before ``offset``; when the stream already stands between
+    that point and ``offset`` (the next member of a folder read in order), it reads on instead."""
+    position = raw.tell()
+    point = seek_points[bisect.bisect_right(seek_points, offset) - 1] if seek_points else 0
+    if point <= position <= offset:
+        while position < offset:
+            skipped = raw.read(min(offset - position, 1 << 20))
+            if not skipped:
+                break
+            position += len(skipped)
+    else:
+        raw.seek(offset)
+    chunks, left = [], size
+    while left:
+        chunk = raw.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+class RemoteRanges:
+    """Remote bytes in aligned blocks of :data:`MIN_REMOTE_BLOCK_SIZE`, one request per miss.
+
+    A miss right after the previous one (the archive read in order) fetches twice as many blocks as
+    the last, up to :data:`REMOTE_BLOCK_SIZE`; any other miss fetches just the blocks it needs. So a
+    dense read is a few large requests and a sparse one reads only the spans its members need;
+    already cached blocks stop a fetch, and the least recently used are dropped past ``keep`` bytes."""
+
+    def __init__(self, fetch, size: int, *, keep: int) -> None:
+        self.fetch, self.size = fetch, size
+        self.max_blocks = -(-keep // MIN_REMOTE_BLOCK_SIZE)
+        self.blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self.run, self.next_miss = 1, -1
+        self.lock = threading.Lock()
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            return self._read(offset, length)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        block = MIN_REMOTE_BLOCK_SIZE
+        end = min(offset + length, self.size)
+        pieces = []
+        for number in range(offset // block, -(-end // block)):
+            if number not in self.blocks:
+                self._load(number, -(-end // block) - number)
+            data = self.blocks[number]
+            self.blocks.move_to_end(number)
+            start = number * block
+            pieces.append(data[max(offset, start) - start : min(end, start + len(data)) - start])
+        return b"".join(pieces)
+
+    def _load(self, number: int, needed: int) -> None:
+        block = MIN_REMOTE_BLOCK_SIZE
+        self.run = min(REMOTE_BLOCK_SIZE // block, 2 * self.run) if number == self.next_miss else 1
+        count = max(needed, self.run)
+        count = next((n for n in range(1, count) if number + n in self.blocks), count)  # stop at a cached block
+        count = min(count, -(-self.size // block) - number)
+        data = self.fetch(number * block, min(self.size, (number + count) * block))
+        for index in range(count):
+            self.blocks[number + index] = data[index * block : (index + 1) * block]
+        self.next_miss = number + count
+        while len(self.blocks) > self.max_blocks:
+            self.blocks.popitem(last=False)
+
+
 class _ReadSpacingNotice(logging.Filter):
     """Readers open an index with :data:`READ_SPACING` on purpose; ratarmountcore's notice that the
     argument differs from the one the index was built with is expected then, and dropped."""
@@ -186,6 +281,9 @@ class PackedCategory:
         self.cache_dir = Path(cache_dir)
         self._fs = root.fs
         self._archive = None
+        self._seek_points: list[int] | None = None
+        self._direct = None
+        self._ranges: RemoteRanges | None = None
 
     # -- naming ---------------------------------------------------------------------------------
     @property
@@ -314,29 +412,27 @@ class PackedCategory:
 
     # -- reading --------------------------------------------------------------------------------
     def _joined_parts(self):
-        """The parts as one file object. Remote parts are read in blocks through an LRU block cache
-        that covers a gzip checkpoint span plus the decoder's read buffer, so re-inflating from a
-        checkpoint does not fetch the same bytes twice; memory stays bounded by the cache size."""
+        """The parts as one file object; remote parts are read through :class:`RemoteRanges`
+        (memory bounded by what it keeps)."""
         from ratarmountcore.StenciledFile import JoinedFileFromFactory, LambdaReaderFile
 
         if self.root.is_local:
             return JoinedFileFromFactory([lambda path=part.path: self._fs.open(path, "rb") for part in self.parts])
-        joined = JoinedFileFromFactory([lambda path=part.path: self._fs.open(path, "rb", cache_type="none") for part in self.parts])
-        size = sum(part.size for part in self.parts)
-        lock = threading.Lock()
+        if self._ranges is None:  # one per archive: every file object over it shares what was fetched
+            joined = JoinedFileFromFactory([lambda path=part.path: self._fs.open(path, "rb", cache_type="none") for part in self.parts])
+            size = sum(part.size for part in self.parts)
 
-        def fetch(start: int, end: int) -> bytes:
-            logger.debug("%s: fetching bytes %d-%d", self.shown_as, start, end)
-            with lock:
+            def fetch(start: int, end: int) -> bytes:
+                logger.debug("%s: fetching bytes %d-%d", self.shown_as, start, end)
                 joined.seek(start)
                 return joined.read(end - start)
 
-        block = min(REMOTE_BLOCK_SIZE, max(MIN_REMOTE_BLOCK_SIZE, self.spacing // 4))
-        # One decoder read inflates from a checkpoint up to ``spacing`` back through its read buffer and
-        # read-ahead; twice the spacing keeps the previous checkpoint span too (LRU must not sweep).
-        covered = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD
-        cache = fsspec.caching.BlockCache(block, fetch, size, maxblocks=-(-covered // block) + 2)
-        return io.BufferedReader(LambdaReaderFile(lambda offset, length: cache._fetch(offset, offset + length), size), buffer_size=block)
+            # One read inflates from a seek point up to ``spacing`` back; keeping twice the spacing plus
+            # the decoders' buffers means re-inflating from a seek point never fetches the same bytes twice.
+            keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE
+            self._ranges = RemoteRanges(fetch, size, keep=keep)
+        ranges = self._ranges
+        return io.BufferedReader(LambdaReaderFile(ranges.read, ranges.size), buffer_size=MIN_REMOTE_BLOCK_SIZE)
 
     def _open_archive(self, index_file: str, *, read_only: bool, watch=None):
         """The archive through ratarmountcore; ``watch(file) -> file`` wraps the parts (scan progress)."""
@@ -390,12 +486,23 @@ class PackedCategory:
             return None
         return Member(self.category, found.userdata[0].offset, found.size, release_path)
 
+    def member_table(self):
+        return index_member_table(self.open()._archive.index.get_connection())
+
     def read(self, member: Member) -> bytes:
+        """Inflate exactly the member's span, from the seek point before it (or on from where the
+        previous member ended). With indexed_gzip this goes through a second, unbuffered inflater that
+        reads the compressed stream in small chunks: ratarmountcore's own reads megabytes past the
+        member (decoded read-ahead and a 1 MiB compressed buffer), which a sparse config never uses."""
         archive = self.open()._archive
         try:
             with archive.fileObjectLock:
-                archive.tarFileObject.seek(member.offset)
-                data = archive.tarFileObject.read(member.size)
+                direct = self._direct_inflater() if DIRECT_READS else None
+                if direct is not None:
+                    data = _read_exactly(direct, member.offset, member.size, self._seek_points)
+                else:
+                    archive.tarFileObject.seek(member.offset)
+                    data = archive.tarFileObject.read(member.size)
         except Exception as exc:  # the gzip backend's inflate errors
             raise DittoError(
                 f"{self.shown_as}: member {member.path} cannot be read ({type(exc).__name__}: {exc}); a part is corrupt, re-download it"
@@ -406,7 +513,36 @@ class PackedCategory:
             )
         return data
 
+    def _direct_inflater(self):
+        """The unbuffered indexed_gzip inflater over the parts, with the archive's seek points (built
+        once per reader); ``None`` when the archive is not read through indexed_gzip."""
+        if self._direct is None:
+            stream = self._archive.tarFileObject
+            if not hasattr(stream, "export_index") or not hasattr(getattr(stream, "raw", None), "seek_points"):
+                return None
+            import indexed_gzip
+
+            exported = io.BytesIO()
+            stream.export_index(fileobj=exported)
+            exported.seek(0)
+            inflater = indexed_gzip.IndexedGzipFile(
+                fileobj=self._joined_parts(),
+                drop_handles=False,
+                spacing=self.spacing,
+                readbuf_size=DIRECT_READ_CHUNK,
+                buffer_size=DIRECT_READ_CHUNK,
+            )
+            inflater.import_index(fileobj=exported)
+            self._direct = inflater
+            self._seek_points = [uncompressed for uncompressed, _ in inflater.raw.seek_points()]
+        return self._direct.raw
+
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self._archive is not None:
             self._archive.close()
             self._archive = None
+            self._seek_points = None
+        self._ranges = None

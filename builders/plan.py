@@ -135,16 +135,25 @@ def _reading_order(triplet: Triplet) -> tuple:
     return (triplet.row.group, triplet.source, triplet.edited)
 
 
+def shard_sizes(folder_sizes: list[int], num_shards: int) -> list[tuple[int, int]]:
+    """``(shard id, triplet count)`` of at most ``num_shards`` shards of whole folders taken in order,
+    balanced by triplet count; empty shards are left out (their ids are not reused)."""
+    count = max(1, min(num_shards, len(folder_sizes)))
+    target = sum(folder_sizes) / count
+    totals = [0] * count
+    done = 0
+    for size in folder_sizes:
+        totals[min(count - 1, int(done / target)) if target else 0] += size
+        done += size
+    return [(number, total) for number, total in enumerate(totals) if total]
+
+
 def shard_triplets(triplets: list[Triplet], num_shards: int) -> list[Shard]:
     """Split into at most ``num_shards`` shards of whole 4-digit folders, balanced by triplet count."""
     ordered = sorted(triplets, key=_reading_order)
-    folders = [tuple(group) for _, group in itertools.groupby(ordered, key=lambda triplet: triplet.row.group)]
-    count = max(1, min(num_shards, len(folders)))
-    target = len(ordered) / count
-    shards: list[list[Triplet]] = [[] for _ in range(count)]
-    done = 0
-    for folder in folders:
-        index = min(count - 1, int(done / target)) if target else 0
-        shards[index].extend(folder)
-        done += len(folder)
-    return [Shard(number, tuple(shard)) for number, shard in enumerate(shards) if shard]
+    folders = [len(tuple(group)) for _, group in itertools.groupby(ordered, key=lambda triplet: triplet.row.group)]
+    shards, start = [], 0
+    for number, size in shard_sizes(folders, num_shards):
+        shards.append(Shard(number, tuple(ordered[start : start + size])))
+        start += size
+    return shards

@@ -1,4 +1,8 @@
-"""Cheap checks that a member's bytes are a whole, openable mp4 before it is yielded."""
+"""Checks that a member's bytes are a whole mp4 before it is yielded.
+
+The default is the container check (walk the top-level ISO-BMFF boxes: microseconds per video, it
+catches truncated and foreign files); ``full`` also opens the video with the decoder.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +40,28 @@ def mp4_box_problem(data: bytes) -> str | None:
     return None
 
 
-def check_video(data: bytes, shown_as: str) -> None:
-    """Raise :class:`VideoError` naming ``shown_as`` unless ``data`` is a whole mp4 torchcodec can open."""
+#: ``verify_videos`` values: no check, the container check, the container check plus a decoder probe.
+VERIFY_LEVELS = ("none", "container", "full")
+
+
+def verify_level(value) -> str:
+    """``verify_videos`` as one of :data:`VERIFY_LEVELS` (``True`` is ``container``, ``False`` ``none``)."""
+    level = {True: "container", False: "none"}.get(value, value) if isinstance(value, bool) else value
+    if level not in VERIFY_LEVELS:
+        raise VideoError(f"verify_videos must be true, false or one of {', '.join(VERIFY_LEVELS)}; got {value!r}")
+    return level
+
+
+def check_video(data: bytes, shown_as: str, level: str = "full") -> None:
+    """Raise :class:`VideoError` naming ``shown_as`` unless ``data`` is a whole mp4 (``container``)
+    that torchcodec can open (``full``)."""
+    if level == "none":
+        return
     problem = mp4_box_problem(data)
     if problem:
         raise VideoError(f"{shown_as}: {problem}")
+    if level != "full":
+        return
     from ditto_hf.video import probe
 
     probe({"bytes": data, "path": shown_as})

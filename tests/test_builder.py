@@ -220,3 +220,44 @@ def test_stream_command_prints_a_table_of_triplets(packed_release):
     assert "Replace the object" in result.output and "local/0000/" in result.output
     unknown = runner.invoke(cli, ["stream", "nope", "--data-dir", str(packed_release.root)])
     assert unknown.exit_code == 1 and "configs present: all, global" in unknown.output
+
+
+def test_index_command_publishes_the_release_spacing_by_default(packed_release, tmp_path, monkeypatch):
+    import datasets
+    from click.testing import CliRunner
+
+    from ditto_hf.builders.packed import PUBLISHED_SEEK_POINT_SPACING, PackedCategory, find_parts
+    from ditto_hf.builders.release import ReleaseRoot
+    from ditto_hf.cli import cli
+    from ditto_hf.testing.release import copy_release
+
+    copy = copy_release(packed_release, tmp_path / "release")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "publisher-cache"))
+    result = CliRunner().invoke(cli, ["index", str(copy.root), "--category", "local"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    root = ReleaseRoot(str(copy.root))
+    reader = PackedCategory(root, "local", find_parts(root, "local"), tmp_path / "reader")
+    assert reader._read_info(reader.index_path()).spacing == PUBLISHED_SEEK_POINT_SPACING
+
+
+def test_remote_ranges_coalesce_in_order_reads_and_fetch_only_sparse_spans():
+    import random
+
+    from ditto_hf.builders.packed import MIN_REMOTE_BLOCK_SIZE, REMOTE_BLOCK_SIZE, RemoteRanges
+
+    data = random.Random(0).randbytes(64 * MIN_REMOTE_BLOCK_SIZE + 123)
+    requests = []
+
+    def fetch(start: int, end: int) -> bytes:
+        requests.append((start, end))
+        return data[start:end]
+
+    ranges = RemoteRanges(fetch, len(data), keep=REMOTE_BLOCK_SIZE * 4)
+    assert b"".join(ranges.read(offset, 10_000) for offset in range(0, len(data), 10_000)) == data  # in order: every byte once
+    sizes = [end - start for start, end in requests]
+    assert sum(sizes) == len(data) and len(requests) < 10 and max(sizes) == REMOTE_BLOCK_SIZE  # growing requests
+    requests.clear()
+    sparse = RemoteRanges(fetch, len(data), keep=REMOTE_BLOCK_SIZE)
+    for offset in range(0, len(data) - 1000, 5 * MIN_REMOTE_BLOCK_SIZE):
+        assert sparse.read(offset + 7, 1000) == data[offset + 7 : offset + 1007]
+    assert all(end - start == MIN_REMOTE_BLOCK_SIZE for start, end in requests)  # only the block each read needs

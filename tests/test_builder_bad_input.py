@@ -213,3 +213,29 @@ def test_rows_of_a_missing_category_are_named(clean, tmp_path):
     rows, builder = skip_stream(release.root, "global")
     freeform = [row for row in clean.rows["global"] if row["edited_path"].startswith("global_freeform1/")]
     assert len(rows) == len(clean.rows["global"]) - len(freeform) and builder.bad_rows.skipped == len(freeform)
+
+
+def _blank_moov(release: MiniRelease) -> str:
+    """An edit whose boxes are intact but whose ``moov`` payload is zeros: only a decoder notices."""
+    import struct
+
+    path = release.rows["local"][0]["edited_path"]
+    data = bytearray(release.files[path].read_bytes())
+    offset = 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"moov":
+            data[offset + 8 : offset + size] = bytes(size - 8)
+        offset += size
+    release.files[path].write_bytes(bytes(data))
+    return path
+
+
+def test_container_check_by_default_and_a_decoder_probe_on_request(clean, tmp_path):
+    release = damaged(clean, tmp_path, "extracted", _blank_moov)
+    broken = clean.rows["local"][0]["edited_path"]
+    assert len(stream_all(release.root, "local")) == len(clean.rows["local"])  # the boxes are whole: the cheap check passes
+    with pytest.raises(BadRowError, match=rf"local\.json row 0: edited_path: {broken}"):
+        stream_all(release.root, "local", verify_videos="full")
+    with pytest.raises(DittoError, match="verify_videos must be"):
+        stream_all(release.root, "local", verify_videos="thorough")

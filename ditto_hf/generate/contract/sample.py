@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
@@ -71,9 +72,16 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: dict) -> Sample:
-        known = {f.name for f in fields(cls)}
+        known = _field_names(cls)
+        if known.issuperset(data):
+            return cls(**data)
         return cls(**{key: value for key, value in data.items() if key in known})
 
     @classmethod
-    def from_json(cls, text: str) -> Sample:
+    def from_json(cls, text: str | bytes) -> Sample:
         return cls.from_dict(json.loads(text))
+
+
+@functools.cache
+def _field_names(cls) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))

@@ -99,7 +99,7 @@ def execute(
     next ones. With a ``console``, per-stage progress and the cost table are printed to it.
     """
     names = [spec.name for spec in recipe.stages]
-    items = [run.resume_point(sample, names, retry_failed) for sample in samples]
+    items = run.resume_points(samples, names, retry_failed)
     overrides = {key: ModelSpec.coerce(value) for key, value in recipe.model_overrides.items()}
     job = EngineJob(
         run_root=run.root, stages=recipe.stages, seed=recipe.seed, model_overrides=overrides, torch_threads=recipe.torch_threads

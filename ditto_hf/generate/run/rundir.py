@@ -73,6 +73,39 @@ def atomic_write(path: Path, data: str | bytes) -> Path:
     return path
 
 
+def _resume(sample: Sample, stages: list[str], retry_failed: bool, marker) -> WorkItem:
+    """The one resume rule; ``marker(stage, sample id)`` gives that marker's record and path (``None`` if absent)."""
+    latest = None  # (record, stage, path) of the last marker the sample has
+    for index, stage in enumerate(stages):
+        record, path = marker(stage, sample.sample_id)
+        status = None if record is None else record.get("status", "ok")
+        if record is None or (status == "failed" and retry_failed):
+            return WorkItem(sample if latest is None else _sample_of(*latest), index)
+        latest = (record, stage, path)
+        if status != "ok":
+            break
+    return WorkItem(sample if latest is None else _sample_of(*latest), len(stages))
+
+
+def _sample_of(record: dict, stage: str, path) -> Sample:
+    try:
+        return Sample.from_dict(record)
+    except (ValueError, TypeError) as exc:
+        raise DittoError(f"{path}: unreadable resume marker ({exc}); delete it to redo stage {stage!r} for this sample") from exc
+
+
+def _read_small_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a file with plain system calls (markers are small and read by the hundred thousand)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(descriptor, 1 << 16)]
+        while len(chunks[-1]) == 1 << 16:
+            chunks.append(os.read(descriptor, 1 << 16))
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape the output (absent ones are left out)."""
     versions = {"python": platform.python_version()}
@@ -104,6 +137,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
+        self._known: dict[str, dict[str, tuple[int, str]]] = {}
 
     # -- recipe and versions -------------------------------------------------------------------
     def begin(self, recipe_text: str, recipe_name: str, command: list[str] | None = None) -> None:
@@ -141,12 +175,31 @@ class RunDir:
 
     def read_marker(self, stage: str, sample_id: str) -> Sample | None:
         path = self.marker(stage, sample_id)
+        record = self._read_record(stage, path)
+        return None if record is None else _sample_of(record, stage, path)
+
+    @staticmethod
+    def _read_record(stage: str, path: str | os.PathLike) -> dict | None:
+        """A marker's JSON object (``None`` when there is none); a broken one names the file."""
         try:
-            return Sample.from_json(path.read_text())
+            text = _read_small_file(path)
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError) as exc:
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
             raise DittoError(f"{path}: unreadable resume marker ({exc}); delete it to redo stage {stage!r} for this sample") from exc
+        if not isinstance(record, dict):
+            raise DittoError(f"{path}: unreadable resume marker (not a JSON object); delete it to redo stage {stage!r} for this sample")
+        return record
+
+    def marker_files(self, stage: str) -> dict[str, os.DirEntry]:
+        """The markers of ``stage`` by sample id, from one directory scan (temporary files left out)."""
+        try:
+            with os.scandir(self.root / STATE / stage) as entries:
+                return {entry.name[:-5]: entry for entry in entries if entry.name.endswith(".json") and not entry.name.startswith(".")}
+        except FileNotFoundError:
+            return {}
 
     def resume_point(self, sample: Sample, stages: list[str], retry_failed: bool = False) -> WorkItem:
         """Where ``sample`` stands: its latest record and the next stage it needs.
@@ -155,15 +208,35 @@ class RunDir:
         ``retry_failed``). A failed sample retried starts again at the stage that failed, from the
         record of the stage before.
         """
-        record = sample
-        for index, stage in enumerate(stages):
-            marked = self.read_marker(stage, sample.sample_id)
-            if marked is None or (marked.status == "failed" and retry_failed):
-                return WorkItem(record, index)
-            record = marked
-            if not record.ok:
-                return WorkItem(record, len(stages))
-        return WorkItem(record, len(stages))
+
+        def marker(stage: str, sample_id: str):
+            path = self.marker(stage, sample_id)
+            return self._read_record(stage, path), path
+
+        return _resume(sample, stages, retry_failed, marker)
+
+    def resume_points(self, samples: Iterable[Sample], stages: list[str], retry_failed: bool = False) -> list[WorkItem]:
+        """:meth:`resume_point` of every sample, scanning each stage's marker folder once and
+        reading only the markers that exist (each at most once; a record becomes a ``Sample`` only
+        where resume starts from it). What was read is kept for :meth:`known_markers`."""
+        listed = {stage: self.marker_files(stage) for stage in stages}
+        self._known = {stage: {} for stage in stages}
+
+        def read(stage: str, sample_id: str):
+            entry = listed[stage].get(sample_id)
+            if entry is None:
+                return None, None
+            record = self._read_record(stage, entry.path)
+            if record is not None:  # the monitor compares mtimes of failed markers only (a retry rewrites them)
+                status = record.get("status", "ok")
+                self._known[stage][entry.name] = (entry.stat().st_mtime_ns if status == "failed" else 0, status)
+            return record, entry.path
+
+        return [_resume(sample, stages, retry_failed, read) for sample in samples]
+
+    def known_markers(self) -> dict[str, dict[str, tuple[int, str]]]:
+        """Per stage, marker file name -> (mtime, status) of the markers the last :meth:`resume_points` read."""
+        return self._known
 
     # -- final tables -----------------------------------------------------------------------------
     def write_tables(self, records: Iterable[Sample]) -> tuple[int, int]:
