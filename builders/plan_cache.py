@@ -133,6 +133,7 @@ def parse_rows(entries: list, bad: BadRows, shown_as: str) -> RowColumns:
                 and type(instruction) is str
                 and instruction
                 and not instruction.isspace()
+                and (instruction.isascii() or _encodes(instruction))
                 and clean(source)
                 and clean(edited)
             ):
@@ -146,6 +147,15 @@ def parse_rows(entries: list, bad: BadRows, shown_as: str) -> RowColumns:
         except BadRowError as exc:
             bad.handle(exc)
     return rows
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates), as parquet and the viewer need."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _locate_column(paths, readers: Readers):
