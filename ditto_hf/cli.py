@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edit": ("edit", "Edit a video from a text instruction with Editto (Ditto LoRAs)."),
     "lora": ("lora", "Convert Ditto / DiffSynth / ComfyUI Wan LoRAs for diffusers."),
     "eval": ("evaluate", "Score edited videos: CLIP-T, CLIP-F and a VLM judge (Table 1)."),
-    "view": ("view", "Browse triplets in a local web page: source and edit side by side, in sync."),
+    "view": ("view", "Browse triplets locally: source and edit side by side, in sync."),
 }
 
 

@@ -88,7 +88,8 @@ function syncPlayers(videos, button, slider) {
     });
   }
   function update() { button.textContent = videos.some((v) => v.isConnected && !v.paused) ? "❚❚" : "▶"; }
-  button.addEventListener("click", (event) => { event.stopPropagation(); toggle(videos); });
+  // Blur after a click so that space, the page's play key, does not also press the button again.
+  button.addEventListener("click", (event) => { event.stopPropagation(); button.blur(); toggle(videos); });
   slider.addEventListener("click", (event) => event.stopPropagation());
   slider.addEventListener("input", () => {
     const first = videos.find((v) => v.isConnected && v.duration);
@@ -229,6 +230,7 @@ function closeDetail() {
 // -- wiring --------------------------------------------------------------------------------------
 document.addEventListener("keydown", (event) => {
   if (event.target.closest && event.target.closest("input, select, textarea")) return;
+  if (event.key === " " && event.target.closest && event.target.closest("button")) event.target.blur();
   if ($("detail").open) { if (event.key === "Escape") closeDetail(); return; }
   if (event.key === "ArrowRight") move(1);
   else if (event.key === "ArrowLeft") move(-1);
