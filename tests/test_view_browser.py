@@ -13,12 +13,13 @@ from ditto_hf.view import open_source
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`make install-test` installs it with apt)")
 
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: pip install -e '.[test]'")
+
 TILE_VIDEOS = "[...document.querySelectorAll('.tile[data-index=\"{index}\"] video')]"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: pip install -e '.[test]'")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
         yield launched
@@ -37,7 +38,11 @@ def videos(page, index: int, expression: str):
 
 def wait_videos(page, index: int, condition: str, timeout: float = 20_000) -> None:
     players = TILE_VIDEOS.format(index=index)
-    page.wait_for_function(f"{players}.length === 2 && {players}.every(v => {condition})", timeout=timeout)
+    try:
+        page.wait_for_function(f"{players}.length === 2 && {players}.every(v => {condition})", timeout=timeout)
+    except sync_api.TimeoutError as exc:
+        state = videos(page, index, "({time: v.currentTime, paused: v.paused, seeking: v.seeking, ready: v.readyState})")
+        raise AssertionError(f"row {index}: players never reached `{condition}`: {state}") from exc
 
 
 def test_page_plays_seeks_filters_and_shows_errors(browser, url, tmp_path):

@@ -28,18 +28,25 @@ class Blob:
 
     @classmethod
     def from_cell(cls, cell: dict | None, base: Path | None, name: str) -> Blob:
-        """A ``datasets.Video`` / ``Image`` storage cell ``{"bytes", "path"}``; relative paths resolve under ``base``."""
+        """A ``datasets.Video`` / ``Image`` storage cell ``{"bytes", "path"}``.
+
+        A cell with a path only is read from local disk (relative paths under ``base``) when the
+        source is local; ``base=None`` (a remote source) never reads a path it names.
+        """
         if not cell or not (cell.get("bytes") or cell.get("path")):
             raise DittoError(f"{name}: the row has no media here (empty cell)")
         if cell.get("bytes"):
             return cls(name, data=cell["bytes"])
+        if base is None:
+            raise DittoError(f"{name}: the row stores only a path ({cell['path']}), not the bytes; a remote source's paths are not read")
         return cls.from_path(cell["path"], base, name)
 
     @classmethod
-    def from_path(cls, path: str, base: Path | None, name: str) -> Blob:
+    def from_path(cls, path: str, base: Path, name: str) -> Blob:
+        """A file on local disk (relative paths under ``base``)."""
         if not path:
             raise DittoError(f"{name}: the row has no media here (empty path)")
-        resolved = Path(path) if os.path.isabs(path) or base is None else base / path
+        resolved = Path(path) if os.path.isabs(path) else base / path
         if not resolved.is_file():
             raise DittoError(f"{name}: {resolved} does not exist")
         return cls(name, path=resolved)

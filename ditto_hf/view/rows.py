@@ -8,6 +8,7 @@ and remembers how far each filter has scanned, so moving on a page never rereads
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -55,7 +56,8 @@ def is_media_type(arrow_type) -> bool:
 class ParquetPart:
     """One parquet file of a source.
 
-    ``base``: folder that relative media paths resolve under; ``extra``: fields added to every record;
+    ``base``: folder that relative media paths resolve under (None: a remote file, whose media paths are
+    never read); ``extra``: fields added to every record;
     ``path_media``: extra media named by a record (``record -> {name: path}``, paths resolved under ``base``).
     """
 
@@ -90,7 +92,7 @@ class ParquetRows:
         """(part, row group, row inside the group) of a global row index."""
         if not 0 <= index < self.num_rows:
             raise IndexError(index)
-        part = max(number for number, start in enumerate(self.starts) if start <= index)
+        part = bisect.bisect_right(self.starts, index) - 1
         offset = index - self.starts[part]
         metadata = self.files[part].metadata
         for group in range(metadata.num_row_groups):
@@ -149,12 +151,12 @@ class StreamRows:
     recently read rows stay in a small cache.
     """
 
-    def __init__(self, dataset, name: str):
+    def __init__(self, dataset, name: str, *, cached_rows: int = 32):
         from datasets import Image, Video
 
         self.dataset, self.name = dataset.decode(False), name
         self.media_columns = [column for column, feature in (dataset.features or {}).items() if isinstance(feature, (Video, Image))]
-        self._media_rows = LRU(32)
+        self._media_rows = LRU(cached_rows)
         self._lock = threading.Lock()
 
     def records(self, start: int = 0) -> Iterator[tuple[int, dict]]:
@@ -172,10 +174,11 @@ class StreamRows:
         with self._lock:
             cells = self._media_rows.get(index)
         if cells is None:
-            for _, _ in self.records(index):
-                break
+            next(self.records(index), None)  # reading the row caches its media cells
             with self._lock:
                 cells = self._media_rows.get(index)
+        if cells is None:
+            raise DittoError(f"{label}: the stream has no row {index}")
         return Blob.from_cell(cells[name], None, label)
 
 

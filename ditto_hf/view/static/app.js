@@ -70,18 +70,15 @@ function mediaBox(name, media, { controls = false } = {}) {
   return box;
 }
 
-// One play / pause / seek for both videos: whatever happens to one is applied to the other.
+// One play / pause / seek for both videos: whatever happens to one is applied to the others. An
+// echo (the other player's own event) finds them already in the same state and does nothing.
 function syncPlayers(videos, button, slider) {
-  let leader = null;
   const others = (video) => videos.filter((other) => other !== video && other.isConnected);
   for (const video of videos) {
     video.addEventListener("play", () => { for (const o of others(video)) if (o.paused) o.play().catch(() => {}); update(); });
     video.addEventListener("pause", () => { for (const o of others(video)) if (!o.paused) o.pause(); update(); });
     video.addEventListener("seeking", () => {
-      if (leader && leader !== video) return;
-      leader = video;
       for (const o of others(video)) if (Math.abs(o.currentTime - video.currentTime) > 0.04) o.currentTime = video.currentTime;
-      setTimeout(() => { leader = null; }, 50);
     });
     video.addEventListener("timeupdate", () => {
       if (video === videos[0] && video.duration) slider.value = String(video.currentTime / video.duration);
@@ -91,6 +88,7 @@ function syncPlayers(videos, button, slider) {
   // Blur after a click so that space, the page's play key, does not also press the button again.
   button.addEventListener("click", (event) => { event.stopPropagation(); button.blur(); toggle(videos); });
   slider.addEventListener("click", (event) => event.stopPropagation());
+  slider.addEventListener("change", () => slider.blur()); // give ←/→ back to row navigation
   slider.addEventListener("input", () => {
     const first = videos.find((v) => v.isConnected && v.duration);
     if (first) first.currentTime = Number(slider.value) * first.duration;
