@@ -66,7 +66,7 @@ function mediaBox(name, media, { controls = false } = {}) {
     box.append(video);
   }
   if (media.ok === false) box.replaceChildren(errorTile(name, media.reason));
-  box.append(el("span", { class: "label" }, name));
+  else box.append(el("span", { class: "label" }, name));
   return box;
 }
 
@@ -205,7 +205,7 @@ async function openDetail(index) {
   try {
     row = await getJSON(`/api/row/${index}`);
   } catch (error) {
-    body.replaceChildren(errorTile(`row ${index}`, error.message));
+    body.replaceChildren(el("div", { class: "media" }, errorTile(`row ${index}`, error.message)));
     return;
   }
   const media = el("div", { class: "detail-media" });
