@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -266,17 +268,24 @@ def test_bad_sources_are_one_line(source, data_dir, message, tmp_path):
 # -- the command -----------------------------------------------------------------------------------
 
 
-def test_command_prints_the_url_first_and_serves(run):
+def test_command_prints_the_url_first_serves_and_opens_a_browser(run, tmp_path):
+    opened = tmp_path / "opened.txt"
+    browser = f"sh -c 'echo $0 > {opened}' %s"  # webbrowser runs $BROWSER with the URL for %s
     process = subprocess.Popen(
-        [sys.executable, "-m", "ditto_hf.cli", "view", str(run), "--port", "0", "--no-browser"],
+        [sys.executable, "-m", "ditto_hf.cli", "view", str(run), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "BROWSER": browser},
     )
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")
         assert [row["index"] for row in get_json(f"{url}api/rows?status=kept")["rows"]] == [0, 1, 2]
+        deadline = time.monotonic() + 60
+        while not (opened.is_file() and opened.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert opened.read_text().strip() == url
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -284,3 +293,11 @@ def test_command_prints_the_url_first_and_serves(run):
         [sys.executable, "-m", "ditto_hf.cli", "view", "/no/such/place", "--no-browser"], capture_output=True, text=True, timeout=300
     )
     assert failed.returncode == 1 and "Error: /no/such/place: not a run directory" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_run_media_show_vace_output_only_when_a_refiner_replaced_it():
+    from ditto_hf.view.sources import run_media
+
+    refined = {"edited_path": "refined/a.mp4", "generated_path": "generated/a.mp4", "depth_path": "depth/a.mp4", "keyframe_path": ""}
+    assert {name: path for name, path in run_media(refined).items() if path} == {"depth": "depth/a.mp4", "generated": "generated/a.mp4"}
+    assert "generated" not in run_media({**refined, "edited_path": "generated/a.mp4"})

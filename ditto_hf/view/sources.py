@@ -23,7 +23,14 @@ _REPO = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.+-]+)?$")
 #: Run-relative path columns of ``manifest.parquet`` shown as intermediate media.
 RUN_PATH_MEDIA = {"keyframe": "keyframe_path", "edited_keyframe": "edited_keyframe_path", "depth": "depth_path"}
 #: Fields of a resume marker (``Sample``) shown as media of a rejected sample.
-MARKER_MEDIA = {"source": "video", "edited": "generated", "keyframe": "keyframe", "edited_keyframe": "edited_keyframe", "depth": "depth"}
+MARKER_MEDIA = {
+    "source": "video",
+    "edited": "generated",
+    "generated": "generated",
+    "keyframe": "keyframe",
+    "edited_keyframe": "edited_keyframe",
+    "depth": "depth",
+}
 
 
 def open_source(source: str, data_dir: str | None = None) -> Catalog:
@@ -55,7 +62,7 @@ def run_catalog(root: Path) -> Catalog:
                 lambda: open(root / MANIFEST, "rb"),
                 base=root,
                 extra={"status": "kept"},
-                path_media=lambda record: {name: record.get(column) or "" for name, column in RUN_PATH_MEDIA.items()},
+                path_media=run_media,
             )
         )
     if (root / REJECTED).is_file():
@@ -67,6 +74,14 @@ def run_catalog(root: Path) -> Catalog:
     return Catalog(ParquetRows(parts), f"run {root}")
 
 
+def run_media(record: dict) -> dict[str, str]:
+    """The intermediate media of a kept sample; VACE's output too when a refiner replaced it as the edit."""
+    media = {name: record.get(column) or "" for name, column in RUN_PATH_MEDIA.items()}
+    if record.get("generated_path") and record.get("generated_path") != record.get("edited_path"):
+        media["generated"] = record["generated_path"]
+    return media
+
+
 def marker_media(root: Path, record: dict) -> dict[str, str]:
     """The run-relative media of a rejected / failed sample, from its marker after the stage that stopped it."""
     marker = root / STATE / (record.get("stage") or "") / f"{record.get('sample_id')}.json"
@@ -75,7 +90,10 @@ def marker_media(root: Path, record: dict) -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     media = {name: sample.get(field) or "" for name, field in MARKER_MEDIA.items()}
-    media["edited"] = sample.get("refined") or media["edited"]
+    if sample.get("refined"):
+        media["edited"] = sample["refined"]
+    else:
+        media.pop("generated", None)
     return media
 
 
