@@ -57,10 +57,20 @@ UNSAFE_ABSOLUTE, UNSAFE_PARENT = "/@unsafe@/", "@unsafe..@"
 class Part:
     path: str
     size: int
+    version: str = ""  # what the storage says identifies the bytes: LFS SHA-256, blob id, ETag or mtime
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
+
+
+def _version_of(entry: dict) -> str:
+    """The identity of a file's bytes in an fsspec listing entry ("" when the storage gives none)."""
+    lfs = entry.get("lfs")
+    sha256 = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+    if sha256:
+        return str(sha256)
+    return next((str(entry[key]) for key in ("blob_id", "ETag", "etag", "mtime", "LastModified") if entry.get(key) is not None), "")
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,7 @@ def find_parts(root: ReleaseRoot, category: str) -> list[Part]:
     for entry in fs.ls(folder, detail=True):
         match = pattern.match(posixpath.basename(entry["name"]))
         if match and entry["type"] == "file":
-            numbered[int(match.group(1))] = Part(entry["name"], int(entry["size"]))
+            numbered[int(match.group(1))] = Part(entry["name"], int(entry["size"]), _version_of(entry))
     if not numbered:
         return []
     missing = sorted(set(range(1, max(numbered) + 1)) - set(numbered))
@@ -140,6 +150,20 @@ def _ratarmount_output():
         logger.debug("ratarmountcore: %s", line)
 
 
+@contextlib.contextmanager
+def _scan_progress(shown_as: str, total: int):
+    """While an archive is scanned: a rich bar on stderr with the bytes scanned of ``total``, the
+    speed and the time left (drawn on a terminal only); yields ``watch(file) -> file``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        yield lambda handle: progress.wrap_file(handle, total=total, description=f"indexing {shown_as}")
+    logger.info("%s: scanned %d bytes to build the seek index", shown_as, total)
+
+
 class PackedCategory:
     """Random access to the members of one packed category through its seek index."""
 
@@ -178,7 +202,9 @@ class PackedCategory:
 
     @property
     def cached_index(self) -> Path:
-        key = hashlib.sha256(json.dumps([self.root.url, self.category, self.part_list]).encode()).hexdigest()[:24]
+        """The local cache file; its name changes when any part's bytes change (size or version)."""
+        versions = [part.version for part in self.parts]
+        key = hashlib.sha256(json.dumps([self.root.url, self.category, self.part_list, versions]).encode()).hexdigest()[:24]
         return self.cache_dir / f"{self.category}-{key}.index.sqlite"
 
     # -- the index ------------------------------------------------------------------------------
@@ -206,8 +232,8 @@ class PackedCategory:
         os.unlink(tmp_name)  # ratarmountcore creates the database itself
         try:
             try:
-                with _ratarmount_output():
-                    archive = self._open_archive(tmp_name, read_only=False)
+                with _ratarmount_output(), _scan_progress(self.shown_as, sum(part.size for part in self.parts)) as watch:
+                    archive = self._open_archive(tmp_name, read_only=False, watch=watch)
             except Exception as exc:  # the gzip and tar backends each raise their own types
                 raise DittoError(
                     f"{self.shown_as}: the {len(self.parts)} part(s) do not read as one gzip-compressed tar "
@@ -312,12 +338,14 @@ class PackedCategory:
         cache = fsspec.caching.BlockCache(block, fetch, size, maxblocks=-(-covered // block) + 2)
         return io.BufferedReader(LambdaReaderFile(lambda offset, length: cache._fetch(offset, offset + length), size), buffer_size=block)
 
-    def _open_archive(self, index_file: str, *, read_only: bool):
+    def _open_archive(self, index_file: str, *, read_only: bool, watch=None):
+        """The archive through ratarmountcore; ``watch(file) -> file`` wraps the parts (scan progress)."""
         from ratarmountcore.mountsource.formats.tar import SQLiteIndexedTar
 
+        parts = self._joined_parts()
         return SQLiteIndexedTar(
             f"{self.category}.tar.gz",
-            fileObject=self._joined_parts(),
+            fileObject=watch(parts) if watch is not None else parts,
             indexFilePath=str(index_file),
             writeIndex=not read_only,
             readOnlyIndex=read_only,
@@ -333,8 +361,14 @@ class PackedCategory:
             info = self._read_info(path)
             self._check(info)
             self.spacing = info.spacing
-            with _ratarmount_output():
-                self._archive = self._open_archive(str(path), read_only=True)
+            try:
+                with _ratarmount_output():
+                    self._archive = self._open_archive(str(path), read_only=True)
+            except Exception as exc:  # ratarmountcore's and the gzip backend's own types
+                raise DittoError(
+                    f"{self.shown_as}: cannot be read with the seek index {path} ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                    "a part changed or is corrupt: delete the index to rebuild it, or re-download the parts"
+                ) from exc
         return self
 
     def _check(self, info: IndexInfo) -> None:
@@ -358,9 +392,14 @@ class PackedCategory:
 
     def read(self, member: Member) -> bytes:
         archive = self.open()._archive
-        with archive.fileObjectLock:
-            archive.tarFileObject.seek(member.offset)
-            data = archive.tarFileObject.read(member.size)
+        try:
+            with archive.fileObjectLock:
+                archive.tarFileObject.seek(member.offset)
+                data = archive.tarFileObject.read(member.size)
+        except Exception as exc:  # the gzip backend's inflate errors
+            raise DittoError(
+                f"{self.shown_as}: member {member.path} cannot be read ({type(exc).__name__}: {exc}); a part is corrupt, re-download it"
+            ) from exc
         if len(data) != member.size:
             raise DittoError(
                 f"{self.shown_as}: member {member.path} is cut short ({len(data)} of {member.size} bytes); the archive is truncated"

@@ -10,6 +10,7 @@ import json
 import logging
 import posixpath
 import re
+import time
 from dataclasses import dataclass, field
 
 import fsspec
@@ -25,6 +26,8 @@ VIDEOS_DIR = "videos"
 #: Config name -> metadata file stem, where they differ. Every other file ``X.json`` is config ``X``.
 CONFIG_ALIASES = {"all": "global+local"}
 ROW_KEYS = ("source_path", "instruction", "edited_path")
+#: Tries and first backoff (seconds, doubled each time) of the listing that finds a release root.
+LISTING_ATTEMPTS, LISTING_BACKOFF = 5, 0.5
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -88,11 +91,28 @@ class ReleaseRoot:
         """A path under the root as the user wrote it, for messages."""
         return posixpath.join(self.url.rstrip("/"), *parts)
 
+    def is_folder(self, path: str, shown_as: str) -> bool:
+        """Whether ``path`` is a folder. Only "not found" answers no: server errors and dropped
+        connections are retried with backoff, then reported as such (not as a missing folder)."""
+        for attempt in range(LISTING_ATTEMPTS):
+            try:
+                return self.fs.info(path)["type"] == "directory"
+            except FileNotFoundError:
+                return False
+            except OSError as error:
+                if attempt == LISTING_ATTEMPTS - 1:
+                    raise DittoError(f"{shown_as}: cannot be listed ({' '.join(str(error).split())[:200]}); try again later") from error
+                logger.warning("%s: listing failed (%s); retrying (%d/%d)", shown_as, error, attempt + 1, LISTING_ATTEMPTS - 1)
+                time.sleep(LISTING_BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
+
     def metadata_files(self) -> dict[str, str]:
         """Config name -> metadata file path, for every ``training_metadata/*.json`` present."""
         folder = self.join(METADATA_DIR)
         fs = self.fs
-        if not fs.isdir(folder):
+        if not self.is_folder(folder, self.display(METADATA_DIR)):
+            if not self.is_folder(self.path, self.url):
+                raise DittoError(f"{self.url}: not found (no such folder, or no such dataset repo: check the name, or pass a token)")
             raise DittoError(f"{self.display(METADATA_DIR)} not found: {self.url} does not look like a Ditto-1M release root")
         found = {}
         for path in sorted(fs.ls(folder, detail=False)):
@@ -157,8 +177,15 @@ def parse_row(index: int, entry, shown_as: str) -> MetadataRow:
     missing = [key for key in ROW_KEYS if key not in entry]
     if missing:
         raise bad(f"missing key(s) {', '.join(missing)}")
-    if not isinstance(entry["instruction"], str):
-        raise bad(f"instruction must be a string, got {entry['instruction']!r}")
+    instruction = entry["instruction"]
+    if not isinstance(instruction, str):
+        raise bad(f"instruction must be a string, got {instruction!r}")
+    if not instruction.strip():
+        raise bad(f"instruction is empty{' (only whitespace)' if instruction else ''}; give the row an instruction or remove it")
+    try:
+        instruction.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise bad(f"instruction is not valid Unicode ({exc.reason} at character {exc.start}); fix the text or remove the row") from None
     try:
         source_path = check_release_path(entry["source_path"], "source_path")
         edited_path = check_release_path(entry["edited_path"], "edited_path")

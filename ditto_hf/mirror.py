@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from ditto_hf import __version__
 from ditto_hf.builders.parts import Composition, Part, release_composition
 from ditto_hf.builders.plan import BadRows
-from ditto_hf.builders.release import METADATA_DIR, MetadataRow, ReleaseRoot, load_captions, metadata_stem_of
+from ditto_hf.builders.release import DEFAULT_ROOT, METADATA_DIR, MetadataRow, ReleaseRoot, load_captions, metadata_stem_of
 from ditto_hf.errors import DittoError
 
 logger = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ def mirror_release(
         copies=(PREVIEW,) if plan.preview else (),
         removed=tuple(plan.removed) + (() if plan.preview else (PREVIEW,)),
         extra={"shared_keys": composition.shared_keys, "parts": _parts_summary(plan)},
-        provenance=_provenance(),
+        provenance=_provenance(data_dir),
         title="Mirror",
         token=token,
         num_workers=num_workers,
@@ -386,12 +386,19 @@ def _layout_text(plan: MirrorPlan, preview_rows: int) -> str:
     )
 
 
-def _provenance() -> str:
+def _provenance(data_dir: str) -> str:
+    """How the mirror was made; names where the release came from without this machine's paths."""
     import datasets
     import huggingface_hub
 
+    if data_dir.rstrip("/") == DEFAULT_ROOT:
+        origin = "the original Ditto-1M release (QingyanBai/Ditto-1M)"
+    elif "://" in data_dir:
+        origin = f"a copy of the Ditto-1M release at {data_dir.rstrip('/')}"
+    else:
+        origin = "a local copy of the Ditto-1M release"
     return (
-        "Converted from the original Ditto-1M release (QingyanBai/Ditto-1M) "
+        f"Converted from {origin} "
         f"with `ditto-hf mirror` (ditto-hf {__version__}, datasets {datasets.__version__}, "
         f"huggingface_hub {huggingface_hub.__version__}). Videos are the release's mp4 files, byte for byte."
     )

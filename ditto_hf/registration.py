@@ -149,6 +149,13 @@ def is_registered() -> bool:
     )
 
 
+def unregistered_hint(name: str) -> str:
+    """What to add to a "Couldn't reach 'ditto_1m' on the Hub" error when the name is not registered."""
+    if name != NAME or is_registered():
+        return ""
+    return f"; {NAME!r} is not registered in this process: import ditto_hf first (or use ditto_1m.Ditto1M directly)"
+
+
 def _register_or_warn() -> None:
     try:
         register()

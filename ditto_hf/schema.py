@@ -18,7 +18,7 @@ TRIPLET_FEATURES = Features(
     }
 )
 
-#: Extra columns a generate run adds to each kept triplet (how it was made).
+#: Extra text columns a generate run adds to each kept triplet (how it was made).
 PROVENANCE_FEATURES = Features(
     {
         "sample_id": Value("string"),
@@ -28,10 +28,25 @@ PROVENANCE_FEATURES = Features(
         "edited_keyframe_path": Value("string"),
         "depth_path": Value("string"),
         "generated_path": Value("string"),
-        "scores": Value("string"),  # JSON object: score name -> float
-        "reasons": Value("string"),  # JSON object: stage -> reason text
-        "timings": Value("string"),  # JSON object: stage -> seconds
     }
 )
 
-RUN_FEATURES = Features({**TRIPLET_FEATURES, **PROVENANCE_FEATURES})
+#: A run's per-sample records, as structs the viewer and ``datasets`` filter on without parsing:
+#: column -> type of each field. Fields are the names the run recorded (score names, stage names).
+RECORD_COLUMNS = {"scores": "float64", "reasons": "string", "timings": "float64"}
+
+
+def record_features(names: dict[str, list[str]]) -> Features:
+    """``scores`` / ``reasons`` / ``timings`` as structs with the fields in ``names`` (column -> field
+    names); a column with no field at all is null (parquet cannot store a struct without fields)."""
+    return Features(
+        {
+            column: {name: Value(kind) for name in names.get(column, [])} if names.get(column) else Value("null")
+            for column, kind in RECORD_COLUMNS.items()
+        }
+    )
+
+
+def run_features(names: dict[str, list[str]]) -> Features:
+    """The schema of a run's ``manifest.parquet``: the triplet, then how it was made."""
+    return Features({**TRIPLET_FEATURES, **PROVENANCE_FEATURES, **record_features(names)})

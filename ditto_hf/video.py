@@ -259,6 +259,7 @@ def write_video(
         raise VideoError(f"{path}: fps must be positive, got {fps}")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.fchmod(handle, NEW_FILE_MODE)
     os.close(handle)
     try:
         from fractions import Fraction
@@ -276,6 +277,17 @@ def write_video(
         raise
     return path
 
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process umask (``mkstemp`` alone gives 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+#: Mode of the files written through a temporary file and a rename, so shared storage (the ray
+#: engine's workers, other users of a run directory) reads them as it reads any other file.
+NEW_FILE_MODE = _new_file_mode()
 
 #: x264 encoder threads. Fixed, because x264's output depends on its thread count (the default
 #: derives it from the host's cores); 2 costs ~0.2% in size against 1 thread and keeps the speed of

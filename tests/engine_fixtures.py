@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -69,4 +68,4 @@ def table_rows(path: Path, drop=("timings",)) -> list[dict]:
 
 
 def scores(row: dict) -> dict:
-    return json.loads(row["scores"])
+    return row["scores"]

@@ -32,7 +32,7 @@ def test_local_run_keeps_rejects_and_writes_tables(local_run):
     assert rejected.scores["brightness"] < 115 and "mean brightness" in rejected.reasons["brightness"]
     (row,) = table_rows(root / "rejected.parquet")
     assert (row["status"], row["stage"], row["sample_id"]) == ("rejected", "brightness", rejected.sample_id)
-    assert json.loads(row["scores"])["brightness"] == pytest.approx(rejected.scores["brightness"])
+    assert row["scores"]["brightness"] == pytest.approx(rejected.scores["brightness"])
     # every stage ran exactly once per sample that reached it; the rejected one never reached mirror
     assert set(calls(log).values()) == {1}
     assert ("mirror", rejected.sample_id) not in calls(log) and len(calls(log)) == 4 + 4 + 3

@@ -61,7 +61,7 @@ def run_dir(clips: list[Path], folder: Path) -> Path:
     import datasets
     import pyarrow.parquet as pq
 
-    from ditto_hf.schema import PROVENANCE_FEATURES, RUN_FEATURES
+    from ditto_hf.schema import PROVENANCE_FEATURES, run_features
 
     (folder / "videos").mkdir(parents=True)
     rows = []
@@ -78,10 +78,13 @@ def run_dir(clips: list[Path], folder: Path) -> Path:
             edited_path=f"videos/{number}_out.mp4",
             caption="",
             sample_id=f"sample-{number}",
-            scores=json.dumps({"vlm": 0.5 + number}),
+            scores={"vlm": 0.5 + number},
+            reasons=None,
+            timings={"vace": 2.0},
         )
         rows.append(row)
-    pq.write_table(datasets.Dataset.from_list(rows, features=RUN_FEATURES).data.table, folder / "manifest.parquet")
+    features = run_features({"scores": ["vlm"], "timings": ["vace"]})
+    pq.write_table(datasets.Dataset.from_list(rows, features=features).data.table, folder / "manifest.parquet")
     return folder
 
 
@@ -145,7 +148,7 @@ def test_two_configs_stream_back_with_plain_datasets(hub_server, tiny_clips, tmp
     assert streamed["alpha"] == expected_rows(tiny_clips, alpha)
 
     assert streamed["beta"] == expected_rows(tiny_clips, RunDir(run).dataset())
-    assert json.loads(streamed["beta"][1]["scores"]) == {"vlm": 1.5}  # provenance columns travel along
+    assert streamed["beta"][1]["scores"] == {"vlm": 1.5}  # provenance columns travel along, as structs
 
 
 def test_killed_publish_resumes_to_the_same_state(hub_server, tiny_clips):

@@ -154,3 +154,13 @@ def test_video_depth_anything_without_weights_says_where_to_get_them(tmp_path):
     stage = DepthStage({}, StageContext(work_dir=tmp_path))
     with pytest.raises(DittoError, match="cannot get weights from 'depth-anything/Video-Depth-Anything-Small'.*offline"):
         stage.setup()
+
+
+@pytest.mark.parametrize("backend", ["video-depth-anything", "depth-anything-v2"])
+def test_auto_precision_is_float32_even_on_cuda(backend):
+    """The depth models are small and the scale/shift alignment is precision-sensitive: ``auto`` is
+    float32 (not bf16 on CUDA); an explicit dtype is kept."""
+    config = DepthStage.Config(backend=backend, model={"id": "", "device": "cuda"})
+    assert config.model.dtype == "float32" and config.model.resolved_dtype() == torch.float32
+    assert DepthStage.Config(backend=backend).model.resolved_dtype() == torch.float32
+    assert DepthStage.Config(backend=backend, model={"id": "x", "dtype": "bfloat16"}).model.dtype == "bfloat16"

@@ -1,4 +1,7 @@
-"""The ``refine`` stage: the tiny Wan2.2 low-noise expert runs the last steps on the generated video."""
+"""The ``refine`` stage: the tiny Wan2.2 low-noise expert runs the last steps on the generated video.
+
+The tiny refiner carries the real repo's scheduler config (UniPC, ``flow_shift=3.0``) and
+``boundary_ratio``, so the stage's own shift (Ditto's enhancer: 12) is what these tests see."""
 
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from ditto_hf.generate.contract.models import ModelSpec
 from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.contract.stage import StageContext
 from ditto_hf.generate.stages.refine import RefineStage
-from ditto_hf.tiny.wan import BOUNDARY_RATIO, save_tiny_wan_refiner
+from ditto_hf.tiny.wan import BOUNDARY_RATIO, WAN22_REPO, real_config, real_scheduler, save_tiny_wan_refiner
 from ditto_hf.video import probe, read_frames, write_video
 
-FAST = {"max_sequence_length": 32}
+FAST = {"max_sequence_length": 32, "width": 64, "height": 32}
+#: Where the last 4 of 40 UniPC steps start: Ditto's enhancer (shift 12) vs the repo's scheduler (shift 3).
+ENHANCER_START, REPO_SHIFT_START = 573, 251
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,8 @@ class Recorder:
 
 
 def test_refines_the_last_steps_below_the_expert_boundary(refiner, clips, tmp_path):
-    stage = make_stage(refiner, tmp_path)  # defaults: 40-step schedule, strength 0.1
+    stage = make_stage(refiner, tmp_path)  # defaults: 40-step schedule, strength 0.1, shift 12
+    assert stage.pipeline.scheduler.config.flow_shift == 12.0
     sample = make_generated(tmp_path, clips["orbit"], (64, 32))
     with Recorder(stage.pipeline) as recorded:
         stage.process([sample])
@@ -81,10 +87,41 @@ def test_refines_the_last_steps_below_the_expert_boundary(refiner, clips, tmp_pa
     assert len(schedule) == 40
     # classifier-free guidance: a conditional and an unconditional call per step, on the last 4 steps
     assert recorded.timesteps[::2] == recorded.timesteps[1::2] == schedule[-4:]
+    assert recorded.timesteps[0] == ENHANCER_START  # sigma ~0.57, as in Ditto's enhancer
     assert max(recorded.timesteps) < BOUNDARY_RATIO * 1000  # the low-noise expert's range
     caption, negative = recorded.prompts
     assert caption == "a red car in the city"
     assert negative and stage.config.negative_prompt.startswith(negative)  # cut at max_sequence_length
+
+
+def test_the_shift_is_the_stage_s_not_the_repo_s():
+    """The real Wan2.2-T2V-A14B-Diffusers scheduler says shift 3: kept, the refinement would start
+    at sigma ~0.25; the stage's default 12 starts it where Ditto's enhancer does."""
+    config = RefineStage.Config()
+    assert config.flow_shift == 12.0 and config.refine_steps == 4
+    assert real_config(WAN22_REPO, "scheduler_config.json")["flow_shift"] == 3.0
+    assert config.start_timestep(real_scheduler(WAN22_REPO)) == REPO_SHIFT_START
+    shifted = type(real_scheduler(WAN22_REPO)).from_config(real_scheduler(WAN22_REPO).config, flow_shift=config.flow_shift)
+    assert config.start_timestep(shifted) == ENHANCER_START
+    shifted.set_timesteps(config.num_inference_steps)
+    assert float(shifted.sigmas[-config.refine_steps - 1]) == pytest.approx(0.5739, abs=1e-3)
+
+
+def test_upscales_to_the_output_size_in_the_clip_s_orientation(refiner, clips, tmp_path):
+    """Ditto's enhancer resizes to 1280x720 (720x1280 portrait): here 64x32 generated -> 128x64."""
+    stage = make_stage(refiner, tmp_path, num_inference_steps=4, strength=0.25, guidance_scale=1.0, width=128, height=64)
+    samples = [
+        make_generated(tmp_path, clips["orbit"], (64, 32)),
+        make_generated(tmp_path, clips["portrait"], (32, 64)),
+    ]
+    seen: list[tuple[int, int]] = []
+    hook = stage.pipeline.vae.encoder.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    try:
+        stage.process(samples)
+    finally:
+        hook.remove()
+    assert [probe(tmp_path / sample.refined).display_size for sample in samples] == [(128, 64), (64, 128)]
+    assert (64, 128) in seen and (128, 64) in seen  # the encoder saw the upscaled frames (height, width)
 
 
 def test_output_matches_the_generated_video(refiner, clips, tmp_path):
@@ -124,12 +161,12 @@ def test_a_sample_without_generated_video_fails_alone(refiner, clips, tmp_path):
     stage = make_stage(refiner, tmp_path, num_inference_steps=4, strength=0.25, guidance_scale=1.0)
     good = make_generated(tmp_path, clips["zoom"], (64, 32))
     pending = Sample(sample_id="pending", input_path="pending.mp4")
-    odd = make_generated(tmp_path, clips["orbit"], (64, 32))
-    write_video(tmp_path / odd.generated, read_frames(clips["orbit"], num_frames=5, size=(40, 24)), 20.0)
-    stage.process([pending, good, odd])
+    broken = make_generated(tmp_path, clips["orbit"], (64, 32))
+    (tmp_path / broken.generated).write_bytes(b"not a video")
+    stage.process([pending, good, broken])
     assert good.ok and good.refined
     assert pending.status == "failed" and "generated video" in pending.error
-    assert odd.status == "failed" and "multiples of 16" in odd.error
+    assert broken.status == "failed" and broken.generated in broken.error
 
 
 @pytest.mark.parametrize(
@@ -138,6 +175,7 @@ def test_a_sample_without_generated_video_fails_alone(refiner, clips, tmp_path):
         ({"strength": 0.0}, "strength"),
         ({"strength": 0.01}, "runs no step"),
         ({"prompt_source": "title"}, "prompt_source"),
+        ({"width": 1000}, "multiples of 16"),
     ],
 )
 def test_bad_config_is_a_user_error(options, message, tmp_path):
@@ -146,11 +184,10 @@ def test_bad_config_is_a_user_error(options, message, tmp_path):
 
 
 def test_default_strength_starts_below_the_real_boundary():
-    """Wan2.2 A14B ships UniPC with flow shift 12 and boundary 0.875: 4 of 40 steps stay below it."""
-    from diffusers import UniPCMultistepScheduler
-
+    """Wan2.2 A14B: boundary 0.875 (model_index.json); with the stage's shift, 4 of 40 steps stay below it."""
     config = RefineStage.Config()
-    assert config.model.id == "Wan-AI/Wan2.2-T2V-A14B-Diffusers" and config.refine_steps == 4
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=12.0)
-    scheduler.set_timesteps(config.num_inference_steps)
-    assert float(scheduler.timesteps[-config.refine_steps]) < 0.875 * 1000
+    assert config.model.id == WAN22_REPO and config.expert_subfolder == "transformer_2"
+    assert real_config(WAN22_REPO, "model_index.json")["transformer_2"] == ["diffusers", "WanTransformer3DModel"]
+    scheduler = real_scheduler(WAN22_REPO)
+    shifted = type(scheduler).from_config(scheduler.config, flow_shift=config.flow_shift)
+    assert config.start_timestep(shifted) < BOUNDARY_RATIO * scheduler.config.num_train_timesteps

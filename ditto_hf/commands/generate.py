@@ -29,7 +29,7 @@ DEMO_RECIPE, DEFAULT_RECIPE = "tiny", "paper"
 )
 @click.option(
     "--recipe",
-    metavar="paper|fast|tiny|FILE.yaml",
+    metavar="paper|paper-full|fast|tiny|FILE.yaml",
     help=f"Default: {DEMO_RECIPE!r} for the bundled sample clips, {DEFAULT_RECIPE!r} for your own --input.",
 )
 @click.option(
@@ -51,10 +51,22 @@ DEMO_RECIPE, DEFAULT_RECIPE = "tiny", "paper"
     ),
 )
 @click.option("--retry-failed", is_flag=True, help="Run again the samples that failed in an earlier invocation.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (stages, models, resources) and the estimated cost, run nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (stages, models, resources) and the estimated GPU cost per stage, per clip and per kept sample; run nothing.",
+)
 @click.option("--push-to-hub", "repo_id", metavar="NS/REPO", help="Publish the kept samples to this Hub dataset repo ...")
 @click.option("--config-name", metavar="NAME", help="... as this config (other configs of the repo stay intact).")
-def generate_command(src, output, recipe, engine, ray_address, limit, wave_size, retry_failed, dry_run, repo_id, config_name) -> None:
+@click.option(
+    "--license",
+    "license_id",
+    metavar="ID",
+    help="... under this licence (a Hub licence id). Default: Ditto-1M's cc-by-nc-sa-4.0 when --input is Ditto-1M, else 'unknown'.",
+)
+def generate_command(
+    src, output, recipe, engine, ray_address, limit, wave_size, retry_failed, dry_run, repo_id, config_name, license_id
+) -> None:
     """Generate (source, instruction, edited) triplets with the Ditto model chain.
 
     The tiny recipe uses random tiny models: its edited videos are noise, it shows the mechanics end
@@ -65,6 +77,12 @@ def generate_command(src, output, recipe, engine, ray_address, limit, wave_size,
 
     if bool(repo_id) != bool(config_name):
         raise click.UsageError("--push-to-hub and --config-name go together")
+    if license_id and not repo_id:
+        raise click.UsageError("--license applies to --push-to-hub")
+    if repo_id:
+        from ditto_hf.hub.retry import dataset_repo_id
+
+        repo_id = dataset_repo_id(repo_id)
     if wave_size and engine != "local":
         raise click.UsageError("--wave-size applies to the local engine (the ray engine already streams samples between stages)")
     console = Console(stderr=True)
@@ -81,12 +99,15 @@ def generate_command(src, output, recipe, engine, ray_address, limit, wave_size,
     console.print(
         f"kept {len(result.kept)}, rejected {len(result.rejected)}, failed {len(result.failed)} -> {run.root / 'manifest.parquet'}"
     )
+    if repo_id and result.kept:
+        _push(run, repo_id, config_name, license_id or default_license(src), console)
     if result.failed:
-        console.print(
-            f"failed samples and their errors are in {run.root / 'rejected.parquet'}; rerun with --retry-failed to try them again"
+        from ditto_hf.cli import UserError
+
+        raise UserError(
+            f"{len(result.failed)} of {len(result.records)} sample(s) failed (errors in {run.root / 'rejected.parquet'}); "
+            "fix the cause and rerun the same command with --retry-failed"
         )
-    if repo_id:
-        _push(run, repo_id, config_name, console)
 
 
 def _dry_run(recipe, src, limit, console: Console) -> None:
@@ -97,10 +118,24 @@ def _dry_run(recipe, src, limit, console: Console) -> None:
     console.print(plan_table(recipe, count_sources(src, limit)))
 
 
-def _push(run, repo_id: str, config_name: str, console: Console) -> None:
-    from ditto_hf.hub import publish
+def default_license(src: str | None) -> str:
+    """Ditto-1M's licence for clips taken from Ditto-1M (the ``ditto_1m`` builder or a Hub copy of
+    the release), ``unknown`` for the user's own clips: only the user knows their licence."""
+    from pathlib import Path
 
-    publish(run.dataset(), repo_id, config_name, provenance=run.provenance())
+    from ditto_hf.hub.card import LICENSE, UNKNOWN_LICENSE
+
+    name = (src or "").partition("@")[0].partition(":")[0].lower()
+    from_ditto = bool(name) and not Path(src).exists() and (name == "ditto_1m" or "ditto-1m" in name)
+    return LICENSE if from_ditto else UNKNOWN_LICENSE
+
+
+def _push(run, repo_id: str, config_name: str, license_id: str, console: Console) -> None:
+    from ditto_hf.hub import publish
+    from ditto_hf.hub.retry import explained_hub_errors
+
+    with explained_hub_errors(repo_id):
+        publish(run.dataset(), repo_id, config_name, provenance=run.provenance(), license=license_id)
     console.print(f"published {run.root.name} as config {config_name!r} of {repo_id}")
 
 

@@ -11,6 +11,7 @@ from rich.progress import (
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -64,19 +65,22 @@ def mirror_command(configs, data_dir, repo, num_workers, shard_rows, preview_row
     each config lists the parts it is made of. Resumable: rerun the same command after an
     interruption; shards already on the Hub are neither read nor uploaded again.
     """
+    from ditto_hf.hub.retry import dataset_repo_id, explained_hub_errors
     from ditto_hf.mirror import mirror_release, plan_mirror
 
+    repo = dataset_repo_id(repo)
     console = Console(stderr=True)
     options = {"shard_rows": shard_rows, "preview_rows": preview_rows, "on_bad_rows": on_bad_rows, "token": token}
     if dry_run:
         from ditto_hf.hub.compose import remote_composition
 
-        before = [name for name in (remote_composition(repo, token) or {}).get("configs", {}) if name != "preview"]
+        with explained_hub_errors(repo):
+            before = [name for name in (remote_composition(repo, token) or {}).get("configs", {}) if name != "preview"]
         plan = plan_mirror(data_dir, configs=list(configs) or None, mirrored_before=before, **options)
         Console().print(_plan_tables(plan))
         return
     progress, on_plan, on_shard = _mirror_progress(console)
-    with progress:
+    with progress, explained_hub_errors(repo):
         result = mirror_release(
             data_dir, repo, configs=list(configs) or None, num_workers=num_workers, on_plan=on_plan, on_shard=on_shard, **options
         )
@@ -92,7 +96,7 @@ def mirror_command(configs, data_dir, repo, num_workers, shard_rows, preview_row
 
 
 def _mirror_progress(console: Console):
-    """A rich progress bar over the planned shards, and the callbacks that drive it."""
+    """A rich progress bar over the planned rows (with an ETA), and the callbacks that drive it."""
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # the rich progress below replaces the per-file upload bars
@@ -101,23 +105,30 @@ def _mirror_progress(console: Console):
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("shards"),
+        TextColumn("rows"),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     progress = Progress(*columns, console=console, transient=False)
     task = progress.add_task("mirror", total=None, status="reading the metadata files…")
-    totals = {"rows": 0, "bytes": 0, "reused": 0}
+    totals = {"shards": 0, "planned": 0, "bytes": 0, "reused": 0}
 
     def on_plan(plan) -> None:
-        progress.update(task, total=len(plan.shards), status=f"{len(plan.parts)} parts, configs {', '.join(plan.configs)}")
+        totals["planned"] = len(plan.shards)
+        total_rows = sum(shard.num_rows for shard in plan.shards)
+        status = f"{len(plan.shards)} shards, {len(plan.parts)} parts, configs {', '.join(plan.configs)}"
+        progress.update(task, total=total_rows, status=status)
 
     def on_shard(shard, record: dict, on_hub: bool) -> None:
-        totals["rows"] += record["num_rows"]
+        totals["shards"] += 1
         totals["bytes"] += record["size"]
         totals["reused"] += on_hub
-        status = f"{totals['rows']} rows, {totals['bytes'] / 1e6:.1f} MB ({totals['reused']} shards already on the Hub)"
-        progress.update(task, advance=1, status=status)
+        status = (
+            f"shard {totals['shards']}/{totals['planned']}, {totals['bytes'] / 1e6:.1f} MB ({totals['reused']} shards already on the Hub)"
+        )
+        progress.update(task, advance=shard.num_rows, status=status)
 
     return progress, on_plan, on_shard
 

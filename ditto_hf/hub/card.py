@@ -25,9 +25,22 @@ LICENSE = "cc-by-nc-sa-4.0"
 TEMPLATE = "README.md.j2"
 MANIFEST_NAME = "manifest.json"
 COMPOSITION_PATH = "composition.json"
+#: Licence identifier of configs whose licence nobody stated (data that does not derive from Ditto-1M).
+UNKNOWN_LICENSE = "unknown"
+TASK_CATEGORIES = ("video-to-video", "text-to-video")
+LANGUAGES = ("en",)
+TAGS = ("video", "video-editing", "ditto-1m")
+#: ``size_categories`` buckets of the Hub: (upper bound on rows, label).
+SIZE_CATEGORIES = tuple(
+    (10**exponent, label)
+    for exponent, label in enumerate(
+        ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T"), 3
+    )
+)
 CITATION = """@article{bai2025ditto,
   title   = {Scaling Instruction-Based Video Editing with a High-Quality Synthetic Dataset},
-  author  = {Bai, Qingyan and others},
+  author  = {Bai, Qingyan and Wang, Qiuyu and Ouyang, Hao and Yu, Yue and Wang, Hanlin and Wang, Wen and Cheng, Ka Leong and
+             Ma, Shuailei and Zeng, Yanhong and Liu, Zichen and Xu, Yinghao and Shen, Yujun and Chen, Qifeng},
   journal = {arXiv preprint arXiv:2510.15742},
   year    = {2025}
 }"""
@@ -95,13 +108,20 @@ def dataset_info_of(manifests: list[dict]) -> DatasetInfo:
 
 
 def card_data_with(
-    existing: DatasetCardData | None, configs: list[CardConfig], manifests: dict[str, dict], removed: tuple[str, ...] = ()
+    existing: DatasetCardData | None,
+    configs: list[CardConfig],
+    manifests: dict[str, dict],
+    removed: tuple[str, ...] = (),
+    license: str = LICENSE,  # noqa: A002 - the card field's name
 ) -> DatasetCardData:
     """``existing`` card metadata with entries for ``configs`` added or refreshed (their folders'
-    manifests in ``manifests``) and the ``removed`` configs dropped. At most one config is the default."""
+    manifests in ``manifests``) and the ``removed`` configs dropped. Exactly one config is the
+    default (the first declared one unless one is marked), so ``load_dataset(repo)`` works."""
     card_data = DatasetCardData(**(existing.to_dict() if existing is not None else {}))
-    card_data.license = LICENSE
-    card_data["tags"] = sorted(set(card_data.get("tags") or []) | {"video", "video-editing", "ditto-1m"})
+    card_data.license = license
+    card_data["tags"] = sorted(set(card_data.get("tags") or []) | set(TAGS))
+    card_data["task_categories"] = sorted(set(card_data.get("task_categories") or []) | set(TASK_CATEGORIES))
+    card_data["language"] = card_data.get("language") or list(LANGUAGES)
     if any(config.default for config in configs):
         for entry in card_data.get("configs") or []:
             entry.pop("default", None)
@@ -113,7 +133,15 @@ def card_data_with(
         info = card_data.get("dataset_info")
         if isinstance(info, list):
             card_data["dataset_info"] = [entry for entry in info if entry.get("config_name") not in removed]
+    entries = card_data.get("configs") or []
+    if entries and not any(entry.get("default") for entry in entries):
+        entries[0]["default"] = True
     return card_data
+
+
+def size_category(num_rows: int) -> str:
+    """The Hub's ``size_categories`` label for a dataset of ``num_rows`` rows."""
+    return next((label for bound, label in SIZE_CATEGORIES if num_rows < bound), "n>1T")
 
 
 def updated_card(
@@ -125,13 +153,14 @@ def updated_card(
     extra_columns: list[str],
     composition: dict | None = None,
     removed: tuple[str, ...] = (),
+    license: str = LICENSE,  # noqa: A002 - the card field's name
 ) -> str:
     """README.md text after publishing ``configs``: the repo's card (read with ``read_text``) with
     their entries refreshed; other configs' manifests and ``composition.json`` are read from the repo
     unless given."""
     text = read_text("README.md")
     existing = DatasetCard(text) if text is not None else None
-    card_data = card_data_with(existing.data if existing else None, configs, manifests, removed)
+    card_data = card_data_with(existing.data if existing else None, configs, manifests, removed, license)
     every = declared_configs(card_data)
     known = dict(manifests)
     for folder in dict.fromkeys(folder for config in every for folder in config.folders):
@@ -139,6 +168,10 @@ def updated_card(
             known[folder] = json.loads(found)
     if composition is None and (found := read_text(COMPOSITION_PATH)) is not None:
         composition = json.loads(found)
+    copies = set((composition or {}).get("copies", []))
+    stored = {folder for config in every for folder in config.folders if folder in known and folder not in copies}
+    card_data["size_categories"] = [size_category(sum(known[folder]["num_rows"] for folder in stored))]
+    card_data.pretty_name = card_data.pretty_name or repo_id.split("/")[-1]
     return render_card(repo_id, card_data, every, known, extra_columns, composition)
 
 
@@ -164,6 +197,8 @@ def render_card(
         folders=folders,
         layout=(composition or {}).get("layout"),
         extra_columns=[f"`{name}`" for name in extra_columns],
+        ditto_license=LICENSE,
+        unknown_license=UNKNOWN_LICENSE,
         citation=CITATION,
     )
     return str(card)

@@ -20,21 +20,22 @@ import io
 import json
 import os
 import posixpath
-import re
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from datasets import Video
 from datasets.utils.metadata import MetadataConfigs
 from fsspec.implementations.local import LocalFileSystem
-from huggingface_hub import DatasetCard, HfFileSystem
+from huggingface_hub import DatasetCard, HfApi, HfFileSystem
 
 from ditto_hf.errors import DittoError
 from ditto_hf.hub.card import COMPOSITION_PATH, LICENSE, declared_configs, manifest_path
+from ditto_hf.hub.retry import dataset_repo_id, explained_hub_errors, with_retries
 
 VIEWER_SCAN_LIMIT = 300_000_000  # a row group the viewer must scan may not be bigger (TooBigContentError)
 ROW_GROUP_TARGET = 100_000_000
@@ -86,6 +87,7 @@ class _FileFacts:
     row_groups: list[int] = field(default_factory=list)  # total_byte_size of each
     keys: list[tuple] | None = None
     chunks: list[tuple] | None = None  # (column, row group, [(sha256, size) of each value], stored bytes)
+    unreadable: bool = False  # reported already; nothing else to compare
 
 
 def check(repo_or_dir: str | os.PathLike, *, token: str | None = None, first_rows: int = 5, verify_sha256: bool = True) -> CheckReport:
@@ -104,14 +106,23 @@ def check(repo_or_dir: str | os.PathLike, *, token: str | None = None, first_row
     facts = {}
     for path, info in every_file.items():
         folder = posixpath.dirname(path)
-        facts[path] = _scan(target, path, info, sha256=verify_sha256, keys=folder in composed, videos=verify_sha256 and folder in composed)
+        try:
+            keys = folder in composed
+            facts[path] = _scan(target, path, info, sha256=verify_sha256, keys=keys, videos=verify_sha256 and keys)
+        except (OSError, pa.ArrowException) as error:  # truncated or corrupted: exactly what check exists to catch
+            report.add("error", path, f"not a readable parquet file ({' '.join(str(error).split())[:200]}); republish the config")
+            facts[path] = _FileFacts(size=info["size"], recorded_sha256=_recorded_sha256(info), unreadable=True)
+            continue
         _check_parquet(path, facts[path], report)
     manifests = {}
     for folder in dict.fromkeys(posixpath.dirname(path) for path in every_file):
         in_folder = {path: facts[path] for path in every_file if posixpath.dirname(path) == folder}
         manifests[folder] = _check_manifest(target, folder, in_folder, report, verify_sha256)
     for name, config in configs.items():
-        if files_of[name]:
+        broken = [path for path in files_of[name] if facts[path].unreadable]
+        if broken:
+            report.add("warning", name, f"first rows not streamed: {len(broken)} unreadable parquet file(s), e.g. {broken[0]}")
+        elif files_of[name]:
             _check_first_rows(target, name, config, report, first_rows)
     if composition is not None:
         _check_composition(composition, card.data, files_of, facts, manifests, report, verify_sha256)
@@ -126,13 +137,21 @@ class _Target:
 
     @classmethod
     def of(cls, repo_or_dir: str | os.PathLike, token: str | None) -> _Target:
-        path = Path(repo_or_dir)
+        """A folder, or a dataset repo (``ns/name`` or ``hf://datasets/ns/name``) that exists."""
+        text = os.fspath(repo_or_dir)
+        path = Path(text).expanduser()
         if path.is_dir():
             base = str(path.absolute())
             return cls(base, LocalFileSystem(), base, base, token)
-        name = os.fspath(repo_or_dir)
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
-            raise DittoError(f"{name}: neither a folder nor a dataset repo id like 'namespace/name'")
+        if path.exists():
+            raise DittoError(f"{text}: a file; check a folder laid out like a dataset repo, or a repo id NAMESPACE/NAME")
+        if not isinstance(repo_or_dir, str) or text.startswith((".", "/", "~")) or os.sep != "/" and os.sep in text:
+            raise DittoError(f"{text}: no such folder")
+        if not text.startswith("hf://") and text.count("/") > 1:
+            raise DittoError(f"{text}: no such folder, and not a dataset repo id (NAMESPACE/NAME)")
+        name = dataset_repo_id(text)
+        with explained_hub_errors(name):
+            with_retries(HfApi(token=token).repo_info, name, repo_type="dataset")
         return cls(name, HfFileSystem(token=token), f"datasets/{name}", name, token)
 
     @property
@@ -183,8 +202,10 @@ def _check_card(target: _Target, report: CheckReport) -> DatasetCard | None:
         report.add("error", "README.md", "no `configs:` in the card YAML")
         return None
     report.add("ok", "README.md", f"valid YAML, configs: {', '.join(configs)}")
-    if card.data.license != LICENSE:
-        report.add("warning", "README.md", f"licence is {card.data.license!r}, Ditto-1M data is {LICENSE}")
+    if not card.data.license:
+        report.add("warning", "README.md", "no `license:` in the card YAML")
+    elif card.data.license != LICENSE and target.read_text(COMPOSITION_PATH) is not None:
+        report.add("warning", "README.md", f"licence is {card.data.license!r}, the Ditto-1M release mirrored here is {LICENSE}")
     infos = card.data.get("dataset_info") or []
     described = {info.get("config_name", "default") for info in (infos if isinstance(infos, list) else [infos])}
     for name in configs:
@@ -296,7 +317,9 @@ def _check_manifest(target: _Target, folder: str, files: dict[str, _FileFacts], 
     bad = 0
     for path in sorted(set(shards) & set(files)):
         expected, facts = shards[path], files[path]
-        if facts.size != expected["size"]:
+        if facts.unreadable:
+            bad += 1
+        elif facts.size != expected["size"]:
             report.add("error", path, f"size {facts.size} differs from the manifest's {expected['size']}")
             bad += 1
         elif facts.recorded_sha256 is not None and facts.recorded_sha256 != expected["sha256"]:

@@ -73,6 +73,7 @@ def publish(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     row_group_bytes: int | str = DEFAULT_ROW_GROUP_BYTES,
     provenance: str = "",
+    license: str = card.LICENSE,  # noqa: A002 - the card field's name
     commit_every: int = DEFAULT_COMMIT_EVERY,
     num_workers: int = 2,
     private: bool | None = None,
@@ -83,10 +84,13 @@ def publish(
 
     ``source`` is a ``datasets.Dataset`` / ``IterableDataset`` with the triplet columns (extra
     columns are kept); a generate run gives one with ``RunDir(path).dataset()``. ``provenance`` is
-    free text for the card's "How it was made" section (recipe, model versions...).
+    free text for the card's "How it was made" section (recipe, model versions...); ``license`` the
+    card's licence identifier (Ditto-1M's by default: pass the data's own for clips of your own).
     ``num_workers`` uploads run beside the encoding of the next shards.
     """
     _check_config_name(config_name)
+    for name, value in (("max_shard_size", max_shard_size), ("row_group_bytes", row_group_bytes)):
+        _check_size(name, value)
     dataset = as_dataset(source)
     features = publish_features(dataset.features, source)
     api = HfApi(token=token)
@@ -129,6 +133,7 @@ def publish(
                         [card.CardConfig(config_name, (config_name,), split)],
                         {config_name: manifest},
                         extra_columns=extra_columns,
+                        license=license,
                     ).encode(),
                 }
                 return changed_files(api, repo_id, files, head) + deletions(result.deleted)
@@ -178,6 +183,18 @@ def publish_features(features: Features | None, source) -> Features:
 
 def _name(source) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+
+
+def _check_size(name: str, value: int | str) -> None:
+    """A size is bytes or a number with a unit (``"500MB"``, ``"1GB"``, ``"64KiB"``), checked before any upload."""
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    try:
+        ok = convert_file_size_to_int(value) > 0
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise DittoError(f"{name} {value!r} is not a size: give bytes or a number with a unit such as '500MB', '1GB' or '64KiB'")
 
 
 def _check_config_name(name: str) -> None:

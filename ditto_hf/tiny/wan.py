@@ -5,10 +5,18 @@ Component sizes follow diffusers' own Wan pipeline tests; the text encoder is a 
 vocabulary, so nothing is downloaded. Each ``save_tiny_*`` writes a folder laid out like the real
 Hub repo (``model_index.json`` + one subfolder per component, safetensors weights) that loads back
 through ``from_pretrained``.
+
+Where the real checkpoints' structure matters, the tiny ones copy it: the schedulers are built from
+the real repos' ``scheduler_config.json`` and the Wan2.2 pipeline takes ``boundary_ratio`` from the
+real ``model_index.json`` (both kept as data in ``configs/<repo name>/``, as diffusers'
+``scripts/convert_wan_to_diffusers.py`` writes them: UniPC with flow sigmas and ``flow_shift=3.0``
+for Wan2.1-VACE-14B and Wan2.2-T2V-A14B, ``boundary_ratio=0.875`` for the latter), so a stage that
+relies on the repo's scheduler defaults gets the real ones in tests too.
 """
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -22,7 +30,19 @@ _WORDS = (
 )  # fmt: skip
 TEXT_DIM = 32  # width of the tiny text encoder = the transformers' text_dim
 VACE_LAYERS = (0, 2)
-BOUNDARY_RATIO = 0.875  # Wan2.2 A14B T2V: the low-noise expert takes timesteps below 875
+#: Folder of the real repos' configs kept as data (one subfolder per repo, named like the repo).
+REAL_CONFIGS = Path(__file__).parent / "configs"
+VACE_REPO = "Wan-AI/Wan2.1-VACE-14B-diffusers"
+WAN22_REPO = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+
+
+def real_config(repo_id: str, filename: str) -> dict:
+    """``filename`` (e.g. ``scheduler_config.json``) of the real Hub repo ``repo_id``, as kept in :data:`REAL_CONFIGS`."""
+    return json.loads((REAL_CONFIGS / repo_id.split("/")[-1] / filename).read_text())
+
+
+#: Wan2.2 A14B T2V: the low-noise expert takes timesteps below boundary_ratio x 1000 (= 875).
+BOUNDARY_RATIO = real_config(WAN22_REPO, "model_index.json")["boundary_ratio"]
 
 
 def tiny_umt5_vocabulary() -> list[tuple[str, float]]:
@@ -67,11 +87,14 @@ def tiny_wan_vae():
     return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
 
 
-def tiny_flow_scheduler(flow_shift: float = 3.0):
-    """``UniPCMultistepScheduler`` with flow-matching sigmas, as the Wan Hub repos ship it."""
+def real_scheduler(repo_id: str):
+    """The scheduler the real repo ``repo_id`` ships, built from its ``scheduler_config.json``."""
     from diffusers import UniPCMultistepScheduler
 
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
+    config = real_config(repo_id, "scheduler_config.json")
+    if config["_class_name"] != UniPCMultistepScheduler.__name__:
+        raise ValueError(f"{repo_id}: unexpected scheduler {config['_class_name']}")
+    return UniPCMultistepScheduler.from_config(config)
 
 
 def _transformer_kwargs() -> dict:
@@ -120,7 +143,7 @@ def tiny_wan_vace_pipeline():
     return WanVACEPipeline(
         transformer=tiny_wan_vace_transformer(),
         vae=tiny_wan_vae(),
-        scheduler=tiny_flow_scheduler(),
+        scheduler=real_scheduler(VACE_REPO),
         **_text_components(),
     )
 
@@ -135,7 +158,7 @@ def tiny_wan_refiner_pipeline():
         transformer_2=tiny_wan_transformer(seed=1),
         boundary_ratio=BOUNDARY_RATIO,
         vae=tiny_wan_vae(),
-        scheduler=tiny_flow_scheduler(flow_shift=12.0),
+        scheduler=real_scheduler(WAN22_REPO),
         **_text_components(),
     )
 

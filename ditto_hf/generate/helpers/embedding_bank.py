@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ditto_hf.errors import DittoError
+from ditto_hf.video import NEW_FILE_MODE
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ class EmbeddingBank:
         from safetensors.torch import save_file
 
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors", dir=path.parent)
+        os.fchmod(handle, NEW_FILE_MODE)
         os.close(handle)
         try:
             # one metadata entry: safetensors writes several in a per-process random order

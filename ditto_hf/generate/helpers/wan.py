@@ -84,10 +84,10 @@ def sample_generator(run_seed: int, stage_seed: int, sample_id: str) -> torch.Ge
 
 
 def load_vae(registry: ModelRegistry, spec: ModelSpec, dtype: str):
-    """The repo's ``vae`` subfolder in its own dtype (the Wan VAE is kept in float32 by default)."""
+    """The repo's ``vae`` subfolder in its own dtype, never quantised (the Wan VAE is kept in float32 by default)."""
     from diffusers import AutoencoderKLWan
 
-    return registry.load(AutoencoderKLWan, spec.with_overrides(subfolder="vae", dtype=dtype))
+    return registry.load(AutoencoderKLWan, spec.without_quantization(subfolder="vae", dtype=dtype))
 
 
 def set_flow_shift(pipeline, flow_shift: float | None) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from ditto_hf.generate.contract.models import ModelSpec
 from ditto_hf.generate.contract.sample import Sample
 from ditto_hf.generate.engines.base import Engine, EngineJob
-from ditto_hf.generate.run.inputs import discover_samples
+from ditto_hf.generate.run.inputs import count_sources, discover_samples
 from ditto_hf.generate.run.recipe import Recipe, load_recipe
 from ditto_hf.generate.run.report import ProgressMonitor, cost_table
 from ditto_hf.generate.run.rundir import RunDir
@@ -72,9 +72,11 @@ def prepare(
     limit: int | None = None,
     command: list[str] | None = None,
 ) -> tuple[Recipe, RunDir, list[Sample]]:
-    """Load and validate the recipe, record it in the run directory and list the samples."""
+    """Load and validate the recipe and check the inputs resolve, then (only then) record the recipe
+    in the run directory and list the samples."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     recipe.validate()
+    count_sources(src, limit)
     run = RunDir(output)
     run.begin(recipe.text, recipe.name, command)
     return recipe, run, discover_samples(src, run, limit)

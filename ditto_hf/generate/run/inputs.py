@@ -65,18 +65,18 @@ def _unique(samples: Iterator[Sample]) -> Iterator[Sample]:
 
 
 def count_sources(src: str | os.PathLike | None, limit: int | None = None) -> int | None:
-    """How many clips a run on ``src`` would use, without copying anything (``None``: unknown)."""
+    """How many clips a run on ``src`` would use (``None``: unknown), copying and writing nothing.
+
+    Raises the same one-line error a run would when ``src`` does not resolve (no such folder, a bad
+    line in a list file, a dataset that cannot be opened or has no ``Video`` column)."""
     path = Path(src) if src is not None else None
     if path is None or path.is_file() or (path.is_dir() and _videos_in(path)):
         return len(discover_samples(src, RunDir(os.devnull), limit))
-    import datasets
-
-    name, config, split = _parse_dataset_source(str(src))
-    try:
-        splits = datasets.load_dataset_builder(name, config).info.splits or {}
-        total = splits[split].num_examples if split in splits else None
-    except Exception:  # noqa: BLE001 - only an estimate
-        return limit
+    stream = _open_stream(str(src))
+    _video_column(stream.features, str(src))
+    splits = stream.info.splits or {}
+    split = _parse_dataset_source(str(src))[2]
+    total = splits[split].num_examples if split in splits else None
     return total if limit is None or total is None else min(limit, total)
 
 
@@ -110,15 +110,26 @@ def _dataset_samples(src: str, run: RunDir) -> Iterator[Sample]:
     """Stream a ``datasets`` source and copy each clip into ``RUN_DIR/inputs/``."""
     import datasets
 
-    name, config, split = _parse_dataset_source(src)
-    try:
-        stream = datasets.load_dataset(name, config, split=split, streaming=True)
-    except Exception as exc:
-        raise DittoError(f"--input {src!r} is not a folder, list file, video or loadable dataset ({type(exc).__name__}: {exc})") from exc
+    stream = _open_stream(src)
     column = _video_column(stream.features, src)
     stream = stream.cast_column(column, datasets.Video(decode=False))
     for index, row in enumerate(stream):
         yield _materialise(row[column], index, src, run)
+
+
+def _open_stream(src: str):
+    """``NAME[:CONFIG][@SPLIT]`` opened with ``datasets.load_dataset(..., streaming=True)``."""
+    import datasets
+
+    name, config, split = _parse_dataset_source(src)
+    try:
+        return datasets.load_dataset(name, config, split=split, streaming=True)
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:300]
+        from ditto_hf.registration import unregistered_hint
+
+        what = f"{type(exc).__name__}: {message}{unregistered_hint(name)}"
+        raise DittoError(f"--input {src!r} is not a folder, list file, video or loadable dataset ({what})") from exc
 
 
 def _parse_dataset_source(src: str) -> tuple[str, str | None, str]:

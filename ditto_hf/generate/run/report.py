@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Self
 
@@ -124,30 +124,71 @@ def cost_table(records: list[Sample], recipe: Recipe) -> Table:
         reached = len(seconds) + failed
         acceptance = f"{(len(seconds) - rejected) / reached:.0%}" if reached else "-"
         table.add_row(spec.name, str(reached), _mean(seconds), f"{gpus:g}", _per(gpu_seconds, kept), str(rejected), str(failed), acceptance)
-    per_kept = total_gpu_seconds / kept if kept else float("nan")
+    if kept:
+        per_kept = f"{total_gpu_seconds / kept:.2f} ({total_gpu_seconds / kept / 60:.3f} GPU-min"
+    else:
+        per_kept = f"- (no sample kept, {total_gpu_seconds:.2f} spent"
     table.caption = (
-        f"GPU-seconds per kept sample: {per_kept:.2f} ({per_kept / 60:.3f} GPU-min; the paper reports "
+        f"GPU-seconds per kept sample: {per_kept}; the paper reports "
         f"~{PAPER_GPU_MINUTES_PER_SAMPLE:g} GPU-min with distilled, quantised models). GPU-seconds = stage seconds x declared GPUs."
     )
     return table
 
 
+@dataclass(frozen=True)
+class StageEstimate:
+    """One stage of the ``--dry-run`` cost: GPU-seconds per sample that reaches it, and how many do."""
+
+    stage: str
+    gpu_seconds: float | None  # estimate_seconds x declared GPUs; None when the recipe gives no estimate
+    reach: float  # fraction of the source clips that reach the stage (the pass rates before it)
+    source: str
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The recipe's cost per source clip and per kept sample, from its per-stage estimates."""
+
+    stages: list[StageEstimate]
+    kept_fraction: float  # product of every stage's pass rate
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> CostEstimate:
+        stages, reach = [], 1.0
+        for spec in recipe.stages:
+            seconds = None if spec.estimate_seconds is None else spec.estimate_seconds * spec.resources.gpus
+            stages.append(StageEstimate(spec.name, seconds, reach, spec.estimate_source))
+            reach *= spec.pass_rate
+        return cls(stages, reach)
+
+    @property
+    def gpu_seconds_per_clip(self) -> float:
+        """Expected GPU-seconds per source clip (each stage weighted by the clips that reach it)."""
+        return sum((stage.gpu_seconds or 0.0) * stage.reach for stage in self.stages)
+
+    @property
+    def gpu_minutes_per_kept(self) -> float:
+        return self.gpu_seconds_per_clip / self.kept_fraction / 60
+
+    @property
+    def missing(self) -> list[str]:
+        return [stage.stage for stage in self.stages if stage.gpu_seconds is None]
+
+
 def plan_table(recipe: Recipe, num_samples: int | None) -> Table:
-    """The ``--dry-run`` plan: stages, models, resources and the recipe's documented estimates."""
+    """The ``--dry-run`` plan: stages, models, resources, and the recipe's estimates with their sources
+    (GPU-seconds per sample reaching each stage, GPU-minutes per source clip and per kept sample)."""
     clips = "an unknown number of" if num_samples is None else str(num_samples)
-    table = Table(title=f"Plan: recipe {recipe.name!r}, {clips} source clip(s)")
-    for column in ("stage", "class", "models", "GPUs", "memory GB", "max workers", "batch", "est. s / sample"):
-        table.add_column(column, justify="left" if column in ("stage", "class", "models") else "right", overflow="fold")
-    gpu_seconds = 0.0
-    for spec in recipe.stages:
+    gpu = recipe.gpu_class or "the recipe's reference GPU"
+    table = Table(title=f"Plan: recipe {recipe.name!r}, {clips} source clip(s), estimates for {gpu}")
+    columns = ("stage", "class", "models", "GPUs", "memory GB", "max workers", "batch", "est. GPU-s / sample", "reach", "source")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("stage", "class", "models", "source") else "right", overflow="fold")
+    cost = CostEstimate.of(recipe)
+    for spec, estimate in zip(recipe.stages, cost.stages, strict=True):
         stage_class, config, resources = spec.stage_class(), spec.build_config(), spec.resources
-        models = [
-            f"{field.name}={getattr(config, field.name).id}"
-            for field in fields(config)
-            if isinstance(getattr(config, field.name), ModelSpec)
-        ]
-        estimate = spec.estimate_seconds
-        gpu_seconds += (estimate or 0.0) * resources.gpus
+        specs = {field.name: getattr(config, field.name) for field in fields(config)}
+        models = [_model_label(name, value) for name, value in specs.items() if isinstance(value, ModelSpec)]
         table.add_row(
             spec.name,
             stage_class.__qualname__,
@@ -156,14 +197,25 @@ def plan_table(recipe: Recipe, num_samples: int | None) -> Table:
             f"{resources.memory_gb:g}",
             str(resources.max_workers or spec.workers or "-"),
             str(config.batch_size),
-            "?" if estimate is None else f"{estimate:g}",
+            "?" if estimate.gpu_seconds is None else f"{estimate.gpu_seconds:g}",
+            f"{estimate.reach:.0%}",
+            estimate.source or "-",
         )
-    total = "" if num_samples is None else f", {gpu_seconds * num_samples / 3600:.2f} GPU-hours for {num_samples} clip(s)"
+    per_clip = cost.gpu_seconds_per_clip
+    total = "" if num_samples is None else f", {per_clip * num_samples / 3600:.2f} GPU-hours for {num_samples} clip(s)"
+    missing = f" Stages without an estimate count as 0: {', '.join(cost.missing)}." if cost.missing else ""
     table.caption = (
-        f"Estimated: {gpu_seconds / 60:.2f} GPU-min per source clip (every stage run, before filtering){total}, "
-        "from the recipe's estimate_seconds on its reference GPU."
+        f"Estimated: {per_clip / 60:.2f} GPU-min per source clip{total}; "
+        f"{cost.gpu_minutes_per_kept:.2f} GPU-min per kept sample ({cost.kept_fraction:.0%} of the clips kept, from the pass rates). "
+        f"From the recipe's estimate_seconds x declared GPUs on {gpu} (the paper: ~{PAPER_GPU_MINUTES_PER_SAMPLE:g} GPU-min "
+        f"per sample with distilled, quantised models).{missing}"
     )
     return table
+
+
+def _model_label(name: str, spec: ModelSpec) -> str:
+    quantization = f" ({spec.quantization.type})" if spec.quantization else ""
+    return f"{name}={spec.id}{quantization}"
 
 
 def _mean(values: list[float]) -> str:

@@ -7,7 +7,7 @@ Layout of ``RUN_DIR``::
     state/<stage>/<id>.json     the sample record after <stage> (the resume marker)
     <kind>/<id>.<ext>           artifacts written by the stages (video/, depth/, refined/, ...)
     inputs/<id>.mp4             source clips copied out of a ``datasets`` input
-    manifest.parquet            kept samples, ``RUN_FEATURES`` schema, video paths run-relative
+    manifest.parquet            kept samples, ``run_features`` schema, video paths run-relative
     rejected.parquet            rejected and failed samples with stage, reason / error and scores
 
 Every file is written atomically (temp file + rename), so a run killed at any point leaves only
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from ditto_hf.errors import DittoError
 from ditto_hf.generate.contract.sample import Sample
+from ditto_hf.video import NEW_FILE_MODE
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ REJECTED = "rejected.parquet"
 RECIPE = "recipe.yaml"
 RUN_INFO = "run.json"
 STATE = "state"
+#: The folders of an absolute path (``/a/b/`` of ``/a/b/c.mp4``), not of a URL or of ``~/``, ``{tiny}/``.
+_ABSOLUTE_FOLDERS = re.compile(r"(?<![\w.~}/:])/(?:[\w.+-]+/)+(?=[\w.+-])")
 VERSIONED_PACKAGES = (
     "ditto-hf",
     "torch",
@@ -54,10 +58,12 @@ VERSIONED_PACKAGES = (
 
 
 def atomic_write(path: Path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename; the file
+    gets the umask's mode, so shared storage (the ray engine's workers) can read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(handle, NEW_FILE_MODE)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp_name, path)
@@ -164,17 +170,15 @@ class RunDir:
         """Write ``manifest.parquet`` (kept) and ``rejected.parquet`` (rejected + failed)."""
         import datasets
 
-        from ditto_hf.schema import RUN_FEATURES
+        from ditto_hf.schema import run_features
 
         records = sorted(records, key=lambda sample: sample.sample_id)
-        kept = [manifest_row(sample) for sample in records if sample.ok]
-        dropped = [rejected_row(sample) for sample in records if not sample.ok]
-        manifest = datasets.Dataset.from_list(kept, features=RUN_FEATURES) if kept else _empty(RUN_FEATURES)
-        _write_parquet(manifest, self.root / MANIFEST)
-        _write_parquet(
-            datasets.Dataset.from_list(dropped, features=rejected_features()) if dropped else _empty(rejected_features()),
-            self.root / REJECTED,
-        )
+        names = record_names(records)
+        kept = [manifest_row(sample, names) for sample in records if sample.ok]
+        dropped = [rejected_row(sample, names) for sample in records if not sample.ok]
+        for rows, features, name in ((kept, run_features(names), MANIFEST), (dropped, rejected_features(names), REJECTED)):
+            table = datasets.Dataset.from_list(rows, features=features) if rows else _empty(features)
+            _write_parquet(table, self.root / name)
         return len(kept), len(dropped)
 
     # -- the run as data ----------------------------------------------------------------------------
@@ -191,32 +195,70 @@ class RunDir:
         return columns
 
     def dataset(self):
-        """The kept samples of the finished run as a ``datasets.Dataset`` with ``RUN_FEATURES``.
+        """The kept samples of the finished run as a ``datasets.Dataset`` with the manifest's features.
 
         ``source`` / ``edited`` point at the run's files (absolute paths), so they decode as
         ``datasets.Video``; ``source_path`` / ``edited_path`` stay run-relative.
         """
         import datasets
-
-        from ditto_hf.schema import RUN_FEATURES
+        import pyarrow.parquet as pq
 
         columns = self.manifest_columns()
         missing = [path for path in columns["source"] + columns["edited"] if not os.path.isfile(path)]
         if missing:
             raise DittoError(f"{self.root}: {len(missing)} video(s) listed in {MANIFEST} are missing, e.g. {missing[0]}")
-        return datasets.Dataset.from_dict(columns, features=RUN_FEATURES)
+        columns["input_path"] = portable_input_paths(columns["input_path"])
+        features = datasets.Features.from_arrow_schema(pq.read_schema(self.root / MANIFEST))
+        return datasets.Dataset.from_dict(columns, features=features)
 
     def provenance(self) -> str:
-        """How the run was made, for a dataset card: the exact recipe and the recorded package versions."""
+        """How the run was made, for a dataset card: the exact recipe and the recorded package versions,
+        with this machine's paths replaced (``{tiny}``, ``RUN_DIR``, ``~``, other folders dropped)."""
         info = self.root / RUN_INFO
         return (
-            f"Generated by `ditto-hf generate`.\n\nRecipe:\n\n```yaml\n{self.recipe_text()}```\n\n"
-            f"Run:\n\n```json\n{info.read_text() if info.is_file() else '{}'}\n```\n"
+            f"Generated by `ditto-hf generate`.\n\nRecipe:\n\n```yaml\n{self._portable(self.recipe_text())}```\n\n"
+            f"Run:\n\n```json\n{self._portable(info.read_text() if info.is_file() else '{}')}\n```\n"
         )
 
+    def _portable(self, text: str) -> str:
+        from ditto_hf.tiny import default_tiny_root
 
-def manifest_row(sample: Sample) -> dict:
-    """A kept sample as a ``RUN_FEATURES`` row (video columns hold run-relative paths)."""
+        for path, shown in ((default_tiny_root(), "{tiny}"), (self.root, "RUN_DIR"), (Path.home(), "~")):
+            text = text.replace(str(path), shown)
+        return _ABSOLUTE_FOLDERS.sub("", text)
+
+
+def portable_input_paths(paths: list[str]) -> list[str]:
+    """Input paths as published: run-relative ones as they are, absolute ones relative to the folder
+    that holds them all, so no machine's paths leak into a published config."""
+    absolute = [path for path in paths if os.path.isabs(path)]
+    if not absolute:
+        return paths
+    base = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    return [os.path.relpath(path, base) if os.path.isabs(path) else path for path in paths]
+
+
+def record_names(records: list[Sample]) -> dict[str, list[str]]:
+    """The fields of the ``scores`` / ``reasons`` / ``timings`` structs: every name the run recorded."""
+    from ditto_hf.schema import RECORD_COLUMNS
+
+    return {column: sorted({name for sample in records for name in getattr(sample, column)}) for column in RECORD_COLUMNS}
+
+
+def _records(sample: Sample, names: dict[str, list[str]]) -> dict:
+    """The sample's scores, reasons and timings as struct values (None where it has none)."""
+    from ditto_hf.schema import RECORD_COLUMNS
+
+    values = {}
+    for column, kind in RECORD_COLUMNS.items():
+        recorded = getattr(sample, column)
+        cast = float if kind == "float64" else str
+        values[column] = {name: cast(recorded[name]) if name in recorded else None for name in names[column]} if names[column] else None
+    return values
+
+
+def manifest_row(sample: Sample, names: dict[str, list[str]]) -> dict:
+    """A kept sample as a ``run_features(names)`` row (video columns hold run-relative paths)."""
     if not sample.video or not sample.edited:
         raise DittoError(
             f"sample {sample.sample_id} is kept but has no source or edited video; the recipe must end with a stage that writes one"
@@ -236,21 +278,21 @@ def manifest_row(sample: Sample) -> dict:
         "edited_keyframe_path": sample.edited_keyframe,
         "depth_path": sample.depth,
         "generated_path": sample.generated,
-        "scores": json.dumps(sample.scores, sort_keys=True),
-        "reasons": json.dumps(sample.reasons, sort_keys=True),
-        "timings": json.dumps(sample.timings, sort_keys=True),
+        **_records(sample, names),
     }
 
 
-def rejected_features():
+def rejected_features(names: dict[str, list[str]]):
     """Schema of ``rejected.parquet``."""
     from datasets import Features, Value
 
-    names = ("sample_id", "input_path", "status", "stage", "reason", "error", "scores", "reasons", "timings")
-    return Features({name: Value("string") for name in names})
+    from ditto_hf.schema import record_features
+
+    text = ("sample_id", "input_path", "status", "stage", "reason", "error")
+    return Features({**{name: Value("string") for name in text}, **record_features(names)})
 
 
-def rejected_row(sample: Sample) -> dict:
+def rejected_row(sample: Sample, names: dict[str, list[str]]) -> dict:
     return {
         "sample_id": sample.sample_id,
         "input_path": sample.input_path,
@@ -258,9 +300,7 @@ def rejected_row(sample: Sample) -> dict:
         "stage": sample.rejected_by,
         "reason": sample.reasons.get(sample.rejected_by, ""),
         "error": sample.error,
-        "scores": json.dumps(sample.scores, sort_keys=True),
-        "reasons": json.dumps(sample.reasons, sort_keys=True),
-        "timings": json.dumps(sample.timings, sort_keys=True),
+        **_records(sample, names),
     }
 
 

@@ -11,6 +11,10 @@ Two backends, chosen by ``backend``:
 
 Either way the whole clip is normalised to 0–255 with one range; near is bright, as in VACE's depth
 annotator. The result is written as a grey RGB mp4 at the clip's size and frame rate.
+
+The models are small (25–30M parameters for the Small variants), so they run in float32 unless the
+model spec names another dtype: the scale/shift alignment is sensitive to precision, and bf16 would
+save nothing that matters next to the 14B generators.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ def to_grey_video(depths: torch.Tensor) -> torch.Tensor:
     scaled = (depths - low) / (high - low) if high > low else torch.zeros_like(depths)
     grey = scaled.mul(255).round_().clamp_(0, 255).to(torch.uint8)
     return grey.unsqueeze(-1).expand(*grey.shape, 3).contiguous()
+
+
+#: What ``dtype: auto`` means for the depth models.
+DEPTH_DTYPE = "float32"
 
 
 class DepthBackend(ABC):
@@ -125,6 +133,7 @@ class DepthStage(Stage):
         #: the official ``.pth`` is converted to safetensors once, on first use) or
         #: ``depth-anything/Depth-Anything-V2-Small-hf``. ``…/Video-Depth-Anything-Base`` and
         #: ``…-Large`` (closer to the paper's quality) are **CC-BY-NC-4.0**: non-commercial use only.
+        #: ``dtype: auto`` means float32 here (not bf16 on CUDA).
         model: ModelSpec = field(default_factory=lambda: ModelSpec(""))
         #: video-depth-anything: frames are resized so both sides are at least this (multiples of 14).
         input_size: int = 518
@@ -145,6 +154,8 @@ class DepthStage(Stage):
             self.model = ModelSpec.coerce(self.model)
             if not self.model.id:
                 self.model = self.model.with_overrides(id=BACKENDS[self.backend].default_model)
+            if self.model.dtype == "auto":
+                self.model = self.model.with_overrides(dtype=DEPTH_DTYPE)
 
     def setup(self) -> None:
         self.backend = BACKENDS[self.config.backend](self.config, self.context.registry)

@@ -2,9 +2,15 @@
 
 The Wan2.2 A14B repos hold two experts: ``transformer`` (high noise) and ``transformer_2`` (low
 noise, timesteps below the repo's ``boundary_ratio``). This stage loads only the low-noise expert
-and runs it in diffusers' ``WanVideoToVideoPipeline``: the generated video is encoded, noised to
-the level of step ``(1 - strength) * num_inference_steps`` of the schedule, and denoised through
-the remaining steps (40 steps x 0.1 = the last 4), with the sample's caption or an empty prompt.
+and runs it in diffusers' ``WanVideoToVideoPipeline``: the generated video is resized to the
+output size (Ditto's enhancer: 1280x720, portrait 720x1280, so a 480p generation comes out at
+720p), encoded, noised to the level of step ``(1 - strength) * num_inference_steps`` of the
+schedule, and denoised through the remaining steps (40 steps x 0.1 = the last 4), with the
+sample's caption or an empty prompt.
+
+The shift of the schedule is set here, not taken from the repo: the diffusers conversion of
+Wan2.2-T2V-A14B ships ``flow_shift=3.0``, where the last 4 of 40 steps start at timestep ~251
+(sigma ~0.25); Ditto's enhancer uses shift 12, where they start at ~573 (sigma ~0.57).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ditto_hf.generate.helpers.wan import (
     WAN_NEGATIVE_PROMPT,
     check_size,
     load_vae,
+    oriented_size,
     read_clip,
     sample_generator,
     set_flow_shift,
@@ -56,14 +63,22 @@ class RefineStage(Stage):
         #: Prompt: the sample's ``caption``, or ``empty`` (pure denoising prior).
         prompt_source: Literal["caption", "empty"] = "caption"
         negative_prompt: str = WAN_NEGATIVE_PROMPT
-        #: Flow-matching shift; None keeps the repo's scheduler (Wan2.2 T2V A14B: 12.0).
-        flow_shift: float | None = None
+        #: Flow-matching shift of the schedule (Ditto's enhancer: 12.0). None keeps the repo's, which for
+        #: Wan2.2-T2V-A14B-Diffusers is 3.0: the refinement would start at a much lower noise level.
+        flow_shift: float | None = 12.0
+        #: Output width and height (multiples of 16), landscape orientation; the generated video is
+        #: resized (centre crop) to it before encoding (Ditto's enhancer: 1280x720).
+        width: int = 1280
+        height: int = 720
+        #: Swap width/height for portrait clips so the output keeps the generated video's orientation.
+        match_orientation: bool = True
         #: Text-encoder sequence length.
         max_sequence_length: int = 512
         #: Stage seed, mixed with the run seed and the sample id.
         seed: int = 0
 
         def __post_init__(self) -> None:
+            check_size("refine", self.width, self.height)
             if not 0.0 < self.strength <= 1.0:
                 raise DittoError(f"refine: strength must be in (0, 1], got {self.strength}")
             if self.refine_steps < 1:
@@ -75,6 +90,11 @@ class RefineStage(Stage):
         def refine_steps(self) -> int:
             """How many of the last schedule steps run (what the pipeline derives from ``strength``)."""
             return min(int(self.num_inference_steps * self.strength), self.num_inference_steps)
+
+        def start_timestep(self, scheduler) -> float:
+            """The timestep the refinement starts at on ``scheduler`` (its shift already set)."""
+            scheduler.set_timesteps(self.num_inference_steps)
+            return float(scheduler.timesteps[-self.refine_steps])
 
     def setup(self) -> None:
         from diffusers import WanTransformer3DModel, WanVideoToVideoPipeline
@@ -97,8 +117,7 @@ class RefineStage(Stage):
         if not boundary_ratio:
             return
         scheduler = self.pipeline.scheduler
-        scheduler.set_timesteps(self.config.num_inference_steps)
-        start = float(scheduler.timesteps[-self.config.refine_steps])
+        start = self.config.start_timestep(scheduler)
         boundary = boundary_ratio * scheduler.config.num_train_timesteps
         if start >= boundary:
             logger.warning(
@@ -112,9 +131,9 @@ class RefineStage(Stage):
 
         if not sample.generated:
             raise DittoError(f"sample {sample.sample_id}: refine needs the generated video (run the vace stage first)")
-        frames, fps = read_clip(self.context.resolve(sample.generated), size=None)
-        width, height = frames[0].size
-        check_size(f"refine {sample.sample_id}", width, height)
+        generated = self.context.resolve(sample.generated)
+        width, height = oriented_size(self.config.width, self.config.height, generated, self.config.match_orientation)
+        frames, fps = read_clip(generated, size=(width, height))
         prompt = sample.caption if self.config.prompt_source == "caption" else ""
         output = self.pipeline(
             video=frames,

@@ -6,7 +6,7 @@ all ones: every pixel is generated under depth guidance), the edited keyframe as
 one framing) and the edit instruction as the prompt. Portrait clips get a portrait output size. A step-distillation LoRA (e.g.
 CausVid) in any known spelling (ComfyUI, DiffSynth, diffusers) is converted and loaded by
 :mod:`ditto_hf.lora`, the editing pipeline's loader; precision comes from the model spec's dtype
-(the VAE stays in ``vae_dtype``).
+(the VAE stays in ``vae_dtype``), and ``quantization`` on the spec quantises the transformer on load.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class VaceStage(Stage):
     @dataclass
     class Config(StageConfig):
         """Settings of the ``vace`` stage. Defaults: full-quality Wan2.1-VACE-14B at Ditto-1M's
-        1280x720, 101 frames; the fast recipe adds a CausVid LoRA with ~4 steps and guidance ~1."""
+        1280x720, 101 frames; the official few-step recipe (``fast`` and ``paper``) adds the CausVid
+        v2 LoRA at 1.0 with 4 UniPC steps, guidance 1.2, shift 2 and conditioning 0.975."""
 
         #: The VACE pipeline repo (diffusers layout). ``dtype`` sets the transformer / text encoder precision.
         model: ModelSpec = field(default_factory=lambda: ModelSpec("Wan-AI/Wan2.1-VACE-14B-diffusers"))
@@ -53,11 +54,11 @@ class VaceStage(Stage):
         negative_prompt: str = WAN_NEGATIVE_PROMPT
         #: Denoising steps (Ditto's official inference: 50; with a CausVid LoRA: ~4).
         num_inference_steps: int = 50
-        #: Classifier-free guidance (official: 5.0; with a CausVid LoRA: ~1.0, which also skips the negative pass).
+        #: Classifier-free guidance (official: 5.0; official CausVid recipe: 1.2; 1.0 skips the negative pass).
         guidance_scale: float = 5.0
         #: Flow-matching shift of the scheduler (official: 5.0; ComfyUI CausVid recipe: 2.0); None keeps the repo's.
         flow_shift: float | None = 5.0
-        #: Strength of the control (depth) stream in the VACE blocks.
+        #: Strength of the control (depth) stream in the VACE blocks (official CausVid recipe: 0.975).
         conditioning_scale: float = 1.0
         #: Frames to generate, 4k+1; a shorter depth video is cut to its largest 4k+1 prefix.
         num_frames: int = 101
@@ -87,12 +88,19 @@ class VaceStage(Stage):
         from diffusers import WanVACEPipeline
 
         spec = self.config.model
+        # A quantised transformer cannot take a LoRA: load it in full precision, fuse, then quantise.
+        fuse_then_quantize = spec.quantization if self.config.lora else None
+        if fuse_then_quantize is not None:
+            fuse_then_quantize.check_device(spec.id, spec.resolved_device())
+            spec = spec.without_quantization()
         vae = load_vae(self.context.registry, spec, self.config.vae_dtype)
         self.pipeline = self.context.registry.load(WanVACEPipeline, spec, vae=vae)
         self.pipeline.set_progress_bar_config(disable=True)
         set_flow_shift(self.pipeline, self.config.flow_shift)
         if self.config.lora:
             self._load_lora()
+        if fuse_then_quantize is not None:
+            self._fuse_and_quantize(fuse_then_quantize)
 
     def _load_lora(self) -> None:
         """Convert the LoRA (any known spelling) for this transformer, load it once into the (possibly
@@ -101,6 +109,14 @@ class VaceStage(Stage):
 
         spec = LoraSpec(self.config.lora, self.config.lora_weight_name, scale=self.config.lora_scale, adapter_name=LORA_ADAPTER)
         load_adapters(self.pipeline, [spec])
+
+    def _fuse_and_quantize(self, quantization) -> None:
+        """Fold the weighted LoRA into the transformer's weights (diffusers' ``fuse_lora``), drop the
+        adapter, then quantise the transformer in place."""
+        if LORA_ADAPTER in self.pipeline.get_list_adapters().get("transformer", []):
+            self.pipeline.fuse_lora(components=["transformer"], adapter_names=[LORA_ADAPTER])
+            self.pipeline.unload_lora_weights()
+        quantization.quantize(self.pipeline.transformer)
 
     def pipeline_inputs(self, sample: Sample) -> dict:
         """The keyword arguments of the VACE call for ``sample`` (everything but the generator)."""
