@@ -93,7 +93,7 @@ def test_run_directory_pages_kept_then_rejected(run_url, run):
     assert [row["fields"]["status"] for row in rows] == ["kept", "kept", "kept", "rejected"]
     kept = pq.read_table(run / "manifest.parquet").to_pylist()
     assert [row["fields"]["instruction"] for row in rows[:3]] == [row["instruction"] for row in kept]
-    assert rows[0]["fields"]["scores"] == json.loads(kept[0]["scores"])  # JSON text columns arrive parsed
+    assert rows[0]["fields"]["scores"] == kept[0]["scores"] and rows[0]["fields"]["scores"]["brightness"] > 0
     assert set(rows[0]["media"]) == {"source", "edited", "keyframe"}
     assert rows[0]["media"]["keyframe"]["kind"] == "image" and rows[1]["media"]["depth"]["kind"] == "video"
     rejected = rows[3]
@@ -301,3 +301,14 @@ def test_run_media_show_vace_output_only_when_a_refiner_replaced_it():
     refined = {"edited_path": "refined/a.mp4", "generated_path": "generated/a.mp4", "depth_path": "depth/a.mp4", "keyframe_path": ""}
     assert {name: path for name, path in run_media(refined).items() if path} == {"depth": "depth/a.mp4", "generated": "generated/a.mp4"}
     assert "generated" not in run_media({**refined, "edited_path": "generated/a.mp4"})
+
+
+def test_scores_stored_as_json_text_by_earlier_runs_arrive_parsed():
+    from ditto_hf.view.server import row_json
+
+    row = row_json(4, {"scores": '{"vlm": 0.5}', "reasons": "", "instruction": "x", "media": {"source": "video"}})
+    assert row == {
+        "index": 4,
+        "fields": {"scores": {"vlm": 0.5}, "reasons": {}, "instruction": "x"},
+        "media": {"source": {"kind": "video", "url": "/media/4/source"}},
+    }

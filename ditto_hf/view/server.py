@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 DEFAULT_PAGE_SIZE = 12
 MAX_PAGE_SIZE = 200
-#: Fields stored as JSON text in run tables, sent parsed.
+#: Fields that runs made by earlier versions stored as JSON text (now structs), sent parsed.
 JSON_FIELDS = ("scores", "reasons", "timings")
 
 

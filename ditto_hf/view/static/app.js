@@ -105,7 +105,10 @@ function toggle(videos) {
 // -- the grid ------------------------------------------------------------------------------------
 function scoresText(scores) {
   if (!scores || typeof scores !== "object") return "";
-  return Object.entries(scores).map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(3) : v}`).join(" · ");
+  return Object.entries(scores)
+    .filter(([, v]) => v != null) // a score this sample never got
+    .map(([k, v]) => `${k} ${typeof v === "number" ? v.toFixed(3) : v}`)
+    .join(" · ");
 }
 
 function tile(row, position) {
