@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lora": ("lora", "Convert Ditto / DiffSynth / ComfyUI Wan LoRAs for diffusers."),
     "eval": ("evaluate", "Score edited videos: CLIP-T, CLIP-F and a VLM judge (Table 1)."),
     "export": ("export", "Export triplets for training (a DiffSynth-Studio VACE folder)."),
+    "view": ("view", "Browse triplets locally: source and edit side by side, in sync."),
 }
 
 

@@ -101,6 +101,18 @@ FORBIDDEN = {
         "ditto_hf.mirror",
         "ditto_hf.evaluate",
     ),
+    "ditto_hf.view": (
+        "ditto_hf.generate.stages",
+        "ditto_hf.generate.engines",
+        "ditto_hf.generate.run.driver",
+        "ditto_hf.hub",
+        "ditto_hf.mirror",
+        "ditto_hf.commands",
+        "ditto_hf.tiny",
+        "ditto_hf.evaluate",
+        "ditto_hf.edit",
+        "ditto_hf.models",
+    ),
 }
 
 
