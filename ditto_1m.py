@@ -60,6 +60,9 @@ _CITATION = """\
 """
 DEFAULT_CONFIG_NAME = "all"
 DEFAULT_NUM_SHARDS = 256
+#: Most video bytes read ahead of the rows that yield them: a folder's videos are read in archive
+#: order (edits are stored apart from the order rows use them), rows still come in plan order.
+READ_WINDOW_BYTES = 256 << 20
 
 
 @dataclass
@@ -156,36 +159,41 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         readers = self._readers(root)
         skipped_before = self.bad_rows.skipped
         try:
-            for span in shards:
-                yield from self._shard_examples(span.id, open_plan(span.plan).triplets(span), readers, shown_as)
+            for number, span in enumerate(shards):
+                triplets = open_plan(span.plan).triplets(span)
+                yield from self._shard_examples(span.id, triplets, readers, shown_as, first_alone=number == 0)
         finally:
             skipped = self.bad_rows.skipped - skipped_before
             if skipped:
                 logger.warning("ditto_1m: skipped %d bad row(s) of %s in shard(s) %s", skipped, shown_as, [span.id for span in shards])
 
-    def _shard_examples(self, shard_id: int, triplets: Iterable[Triplet], readers: Readers, shown_as: str):
-        source_cache: tuple = (None, None)
-        for position, triplet in enumerate(triplets):
-            row = triplet.row
-            try:
-                if source_cache[0] != triplet.source:
-                    source_cache = (triplet.source, self._read(readers, triplet.source, row, "source_path", shown_as))
-                edited = self._read(readers, triplet.edited, row, "edited_path", shown_as)
-            except BadRowError as exc:
-                self.bad_rows.handle(exc)
-                continue
-            yield (
-                Key(shard_id, position),
-                {
-                    "source": {"bytes": source_cache[1], "path": row.source_path},
-                    "edited": {"bytes": edited, "path": row.edited_path},
-                    "instruction": row.instruction,
-                    "category": row.category,
-                    "source_path": row.source_path,
-                    "edited_path": row.edited_path,
-                    "caption": triplet.caption,
-                },
-            )
+    def _shard_examples(self, shard_id: int, triplets: Iterable[Triplet], readers: Readers, shown_as: str, *, first_alone: bool = True):
+        """The examples of ``triplets`` in their order; each window's videos are read first, in archive order."""
+        position, videos = 0, {}
+        for window in _read_windows(triplets, first_alone=first_alone):
+            videos = self._read_window(readers, window, videos)
+            for triplet in window:
+                row = triplet.row
+                try:
+                    source = self._video(videos, triplet.source, row, "source_path", shown_as)
+                    edited = self._video(videos, triplet.edited, row, "edited_path", shown_as)
+                except BadRowError as exc:
+                    self.bad_rows.handle(exc)
+                    position += 1
+                    continue
+                yield (
+                    Key(shard_id, position),
+                    {
+                        "source": {"bytes": source, "path": row.source_path},
+                        "edited": {"bytes": edited, "path": row.edited_path},
+                        "instruction": row.instruction,
+                        "category": row.category,
+                        "source_path": row.source_path,
+                        "edited_path": row.edited_path,
+                        "caption": triplet.caption,
+                    },
+                )
+                position += 1
 
     def examples_of(self, rows: Sequence[MetadataRow], captions: Mapping[str, str], shown_as: str) -> Iterator[dict]:
         """The examples of any ``rows`` of this release (numbered as in ``shown_as``), in that order;
@@ -195,15 +203,55 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         for _, example in self._shard_examples(0, triplets, readers, shown_as):
             yield example
 
-    def _read(self, readers: Readers, member, row, key: str, shown_as: str) -> bytes:
-        """The bytes of one video of a row; unreadable or broken videos become a BadRowError naming the row."""
-        path = getattr(row, key)
-        try:
-            data = readers.get(member.category).read(member)
-            check_video(data, path, self.verify)
-        except (VideoError, DittoError, OSError) as exc:
-            raise BadRowError(f"{shown_as} row {row.index}: {key}: {exc}") from None
+    def _read_window(self, readers: Readers, window: list[Triplet], previous: dict) -> dict:
+        """Every distinct video of a window, read in archive order (each category's members by
+        offset, so an archive is read forwards): member -> bytes, or the error that stopped it.
+        Videos of the ``previous`` window (a source whose edits span two windows) are not read again."""
+        paths = {
+            member: getattr(triplet.row, key)
+            for triplet in window
+            for member, key in ((triplet.source, "source_path"), (triplet.edited, "edited_path"))
+        }
+        videos: dict = {}
+        for member in sorted(paths):
+            if member in previous:
+                videos[member] = previous[member]
+                continue
+            try:
+                data = readers.get(member.category).read(member)
+                check_video(data, paths[member], self.verify)
+            except (VideoError, DittoError, OSError) as exc:
+                videos[member] = exc
+            else:
+                videos[member] = data
+        return videos
+
+    @staticmethod
+    def _video(videos: dict, member, row, key: str, shown_as: str) -> bytes:
+        """One video of a row from its window; an unreadable or broken one is a BadRowError naming the row."""
+        data = videos[member]
+        if isinstance(data, Exception):
+            raise BadRowError(f"{shown_as} row {row.index}: {key}: {data}") from None
         return data
+
+
+def _read_windows(triplets: Iterable[Triplet], *, first_alone: bool) -> Iterator[list[Triplet]]:
+    """Runs of consecutive triplets of one 4-digit folder whose videos total at most
+    :data:`READ_WINDOW_BYTES`, the unit read in archive order; with ``first_alone`` the first is a
+    single triplet (time to the first row). ``READ_WINDOW_BYTES = 0`` reads each triplet on its own,
+    in plan order."""
+    window: list[Triplet] = []
+    size, limit = 0, 0 if first_alone else READ_WINDOW_BYTES
+    for triplet in triplets:
+        edit = triplet.edited.size + (0 if window and window[-1].source == triplet.source else triplet.source.size)
+        if window and (triplet.row.group != window[-1].row.group or size + edit > limit):
+            yield window
+            window, size, limit = [], 0, READ_WINDOW_BYTES
+            edit = triplet.edited.size + triplet.source.size
+        window.append(triplet)
+        size += edit
+    if window:
+        yield window
 
 
 _OPEN_READERS: dict = {}

@@ -11,14 +11,16 @@ Fetched bytes include everything the reader downloads: metadata, captions, seek 
 ranges. Seek-point spacing is given in clips (``--spacing-clips``: spacing = that many times the
 mean clip size, as the release's ~1.8 MB clips against ``ditto-hf index`` spacings), so the ratios
 carry over to the release; each spacing is measured with the exact member reads, and the first one
-also with the decoder's buffered reads (``--buffered``: ratarmountcore's read path, used before). ``whole-archive`` is downloading
+also with the decoder's buffered reads (``--buffered``: ratarmountcore's read path, used before) and
+with each row's videos read in plan order (``--plan-order``, used before: a folder's edits are
+stored apart from the order rows use them, so that read jumps backwards). ``whole-archive`` is downloading
 the needed archives whole. The naive path measured in the same run (``--naive``) downloads every part
 of the needed categories, runs ``cat parts | tar -xz`` and reads the files; packed throughput is
 taken after the first row (the index download and planning are time to first row). Memory is the
 resident set size sampled while iterating: flat means it does not grow with the triplet count.
 
     python bench/bench_stream.py [--dirs 12] [--sources 6] [--size 256] [--frames 16]
-                                 [--spacing-clips 9 0.5] [--buffered] [--naive]
+                                 [--spacing-clips 9 0.5] [--buffered] [--plan-order] [--naive]
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ def main() -> None:
     parser.add_argument("--part-size", type=int, default=8 << 20, help="bytes per .tar.gz.NN part")
     parser.add_argument("--spacing-clips", type=float, nargs="+", default=[9.0, 0.5], help="seek point spacings, in mean clip sizes")
     parser.add_argument("--buffered", action="store_true", help="at the first spacing, also measure the decoder's buffered reads")
+    parser.add_argument(
+        "--plan-order", action="store_true", help="at the first spacing, also measure reading each row's videos in plan order (used before)"
+    )
     parser.add_argument("--naive", action="store_true", help="also measure download every part + cat | tar -xz")
     parser.add_argument("--configs", nargs="+", default=["all", "local_replace"])
     args = parser.parse_args()
 
     from huggingface_hub import HfApi
 
+    import ditto_1m
     import ditto_hf  # noqa: F401  (registers "ditto_1m")
     from ditto_hf.builders import packed as packed_module
     from ditto_hf.builders.packed import MIN_SEEK_POINT_SPACING, PackedCategory, find_parts
@@ -85,6 +91,7 @@ def main() -> None:
         f"{'spacing':>14} {'reads':<9}{'config':<14}{'triplets':>9}{'yielded MB':>11}{'fetched MB':>11}{'amplif.':>8}"
         f"{'whole-archive':>14}{'index MB':>9}{'1st row s':>10}{'MB/s after':>11}{'RSS peak':>9}"
     )
+    window = ditto_1m.READ_WINDOW_BYTES
     for clips in args.spacing_clips:
         spacing = max(MIN_SEEK_POINT_SPACING + 1, int(clips * clip))
         index_bytes = 0
@@ -94,12 +101,15 @@ def main() -> None:
             ).publish_index()
             index_bytes += hub.fs.info(published)["size"]
         type(hub.fs).clear_instance_cache()  # readers list the release afresh (the indexes changed)
-        for direct in [False, True] if args.buffered and clips == args.spacing_clips[0] else [True]:
-            packed_module.DIRECT_READS = direct
+        first = clips == args.spacing_clips[0]
+        ways = [("buffered", False, window)] * (args.buffered and first) + [("exact", True, window)]
+        ways += [("plan-ord", True, 0)] * (args.plan_order and first)
+        for reads, direct, window_bytes in ways:
+            packed_module.DIRECT_READS, ditto_1m.READ_WINDOW_BYTES = direct, window_bytes
             for config in args.configs:
                 label = f"{clips:g} clips ({spacing >> 10} KiB)"
-                cache = WORK / f"reader-{clips}-{direct}-{config}"
-                measure(server, packed, root, config, cache, label, "exact" if direct else "buffered", index_bytes)
+                cache = WORK / f"reader-{clips}-{reads}-{config}"
+                measure(server, packed, root, config, cache, label, reads, index_bytes)
     if args.naive:
         for config in args.configs:
             naive(server, packed, config)

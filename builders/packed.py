@@ -54,6 +54,8 @@ INDEX_KEY = "ditto_hf"
 DIRECT_READS = True
 #: Compressed bytes that inflater reads at a time (indexed_gzip's default is 1 MiB).
 DIRECT_READ_CHUNK = 64 * 1024
+#: Where ratarmountcore keeps the gzip seek points in its index (several blobs, or one in older files).
+GZIP_INDEX_TABLES = ("gzipindexes", "gzipindex")
 #: ratarmountcore rewrites member paths with this (pattern, replacement) before storing them, so that
 #: absolute names and ``..`` components stay visible in the index instead of being normalised away.
 #: A leading "/" becomes ``@unsafe@``, a ".." component ``@unsafe..@`` (a list: ratarmountcore compares
@@ -281,6 +283,8 @@ class PackedCategory:
         self.cache_dir = Path(cache_dir)
         self._fs = root.fs
         self._archive = None
+        self._index: Path | None = None
+        self._lock = threading.Lock()
         self._seek_points: list[int] | None = None
         self._direct = None
         self._ranges: RemoteRanges | None = None
@@ -451,21 +455,31 @@ class PackedCategory:
         )
 
     def open(self) -> PackedCategory:
-        """Open the archive for reading (building or downloading the index first if needed)."""
-        if self._archive is None:
+        """Check the index (building or downloading it first if needed); the archive itself is opened
+        on first use: exact reads need only the index's seek points, not ratarmountcore's tar reader."""
+        if self._index is None:
             path = self.index_path()
             info = self._read_info(path)
             self._check(info)
-            self.spacing = info.spacing
+            self.spacing, self._index = info.spacing, path
+        return self
+
+    def _opened_archive(self):
+        """The archive through ratarmountcore (member lookups, buffered reads)."""
+        if self._archive is None:
+            path = self.open()._index
             try:
                 with _ratarmount_output():
                     self._archive = self._open_archive(str(path), read_only=True)
             except Exception as exc:  # ratarmountcore's and the gzip backend's own types
-                raise DittoError(
-                    f"{self.shown_as}: cannot be read with the seek index {path} ({type(exc).__name__}: {' '.join(str(exc).split())}); "
-                    "a part changed or is corrupt: delete the index to rebuild it, or re-download the parts"
-                ) from exc
-        return self
+                raise self._unreadable_with_index(exc) from exc
+        return self._archive
+
+    def _unreadable_with_index(self, exc: Exception) -> DittoError:
+        return DittoError(
+            f"{self.shown_as}: cannot be read with the seek index {self._index} ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+            "a part changed or is corrupt: delete the index to rebuild it, or re-download the parts"
+        )
 
     def _check(self, info: IndexInfo) -> None:
         problems = []
@@ -481,28 +495,31 @@ class PackedCategory:
         logger.warning("%s (reading only the intact, safely named members)", message)
 
     def locate(self, release_path: str) -> Member | None:
-        found = self.open()._archive.lookup("/" + release_path)
+        found = self._opened_archive().lookup("/" + release_path)
         if found is None or not found.userdata:
             return None
         return Member(self.category, found.userdata[0].offset, found.size, release_path)
 
     def member_table(self):
-        return index_member_table(self.open()._archive.index.get_connection())
+        return index_member_table(self._opened_archive().index.get_connection())
 
     def read(self, member: Member) -> bytes:
         """Inflate exactly the member's span, from the seek point before it (or on from where the
         previous member ended). With indexed_gzip this goes through a second, unbuffered inflater that
         reads the compressed stream in small chunks: ratarmountcore's own reads megabytes past the
         member (decoded read-ahead and a 1 MiB compressed buffer), which a sparse config never uses."""
-        archive = self.open()._archive
+        direct = self._direct_inflater() if DIRECT_READS else None
         try:
-            with archive.fileObjectLock:
-                direct = self._direct_inflater() if DIRECT_READS else None
-                if direct is not None:
+            if direct is not None:
+                with self._lock:
                     data = _read_exactly(direct, member.offset, member.size, self._seek_points)
-                else:
+            else:
+                archive = self._opened_archive()
+                with archive.fileObjectLock:
                     archive.tarFileObject.seek(member.offset)
                     data = archive.tarFileObject.read(member.size)
+        except DittoError:
+            raise
         except Exception as exc:  # the gzip backend's inflate errors
             raise DittoError(
                 f"{self.shown_as}: member {member.path} cannot be read ({type(exc).__name__}: {exc}); a part is corrupt, re-download it"
@@ -514,25 +531,31 @@ class PackedCategory:
         return data
 
     def _direct_inflater(self):
-        """The unbuffered indexed_gzip inflater over the parts, with the archive's seek points (built
-        once per reader); ``None`` when the archive is not read through indexed_gzip."""
+        """The unbuffered indexed_gzip inflater over the parts with the seek points of the index
+        (built once per reader); ``None`` when indexed_gzip or the index's gzip table is missing."""
         if self._direct is None:
-            stream = self._archive.tarFileObject
-            if not hasattr(stream, "export_index") or not hasattr(getattr(stream, "raw", None), "seek_points"):
+            try:
+                import indexed_gzip
+            except ImportError:
                 return None
-            import indexed_gzip
-
-            exported = io.BytesIO()
-            stream.export_index(fileobj=exported)
-            exported.seek(0)
-            inflater = indexed_gzip.IndexedGzipFile(
-                fileobj=self._joined_parts(),
-                drop_handles=False,
-                spacing=self.spacing,
-                readbuf_size=DIRECT_READ_CHUNK,
-                buffer_size=DIRECT_READ_CHUNK,
-            )
-            inflater.import_index(fileobj=exported)
+            path = self.open()._index
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+                tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                table = next((name for name in GZIP_INDEX_TABLES if name in tables), None)
+                if table is None:
+                    return None
+                exported = io.BytesIO(b"".join(blob for (blob,) in connection.execute(f'SELECT "data" FROM "{table}" ORDER BY ROWID')))
+            try:
+                inflater = indexed_gzip.IndexedGzipFile(
+                    fileobj=self._joined_parts(),
+                    drop_handles=False,
+                    spacing=self.spacing,
+                    readbuf_size=DIRECT_READ_CHUNK,
+                    buffer_size=DIRECT_READ_CHUNK,
+                )
+                inflater.import_index(fileobj=exported)
+            except Exception as exc:  # indexed_gzip's own types
+                raise self._unreadable_with_index(exc) from exc
             self._direct = inflater
             self._seek_points = [uncompressed for uncompressed, _ in inflater.raw.seek_points()]
         return self._direct.raw
@@ -544,5 +567,4 @@ class PackedCategory:
         if self._archive is not None:
             self._archive.close()
             self._archive = None
-            self._seek_points = None
-        self._ranges = None
+        self._index, self._seek_points, self._ranges = None, None, None

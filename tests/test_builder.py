@@ -261,3 +261,55 @@ def test_remote_ranges_coalesce_in_order_reads_and_fetch_only_sparse_spans():
     for offset in range(0, len(data) - 1000, 5 * MIN_REMOTE_BLOCK_SIZE):
         assert sparse.read(offset + 7, 1000) == data[offset + 7 : offset + 1007]
     assert all(end - start == MIN_REMOTE_BLOCK_SIZE for start, end in requests)  # only the block each read needs
+
+
+def test_a_folder_is_read_in_archive_order_and_rows_keep_the_plan_order(packed_release, monkeypatch):
+    import ditto_1m
+    from ditto_hf.builders.packed import PackedCategory
+
+    original, offsets = PackedCategory.read, []
+
+    def recording_read(self, member):
+        offsets.append((member.category, member.offset))
+        return original(self, member)
+
+    def streamed(window_bytes: int) -> tuple[list[dict], int]:
+        monkeypatch.setattr(ditto_1m, "READ_WINDOW_BYTES", window_bytes)
+        offsets.clear()
+        rows = list(stream(packed_release.root, "all", num_shards=1).decode(False))
+        last, backwards = {}, 0
+        for category, offset in offsets:
+            backwards += offset < last.get(category, -1)
+            last[category] = offset
+        return rows, backwards
+
+    monkeypatch.setattr(PackedCategory, "read", recording_read)
+    in_plan_order, jumps_before = streamed(0)
+    in_archive_order, jumps = streamed(256 << 20)
+    assert jumps_before > 1, "the fixture stores edits apart from the order rows use them"
+    assert jumps <= 1, "only the first triplet (read alone, for the time to the first row) is read out of order"
+    assert in_archive_order == in_plan_order  # same rows, same order, same bytes
+    check_rows_match(packed_release, "all", in_archive_order, decode=False)
+
+
+def test_with_a_cached_plan_rows_are_read_without_the_tar_reader(packed_release, tmp_path):
+    """Time to the first row: exact reads need only the index's seek points, so a process that finds
+    the plan cached never imports ratarmountcore's tar reader (a tenth of a second)."""
+    cache = str(tmp_path / "cache")
+    expected = [row["edited"]["bytes"] for row in stream(packed_release.root, "local", cache_dir=cache).decode(False)]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import ditto_hf
+        from datasets import load_dataset
+        dataset = load_dataset("ditto_1m", name="local", data_dir={str(packed_release.root)!r}, streaming=True,
+                               split="train", seek_point_spacing={SPACING}, cache_dir={cache!r})
+        rows = list(dataset.decode(False))
+        sys.stdout.buffer.write(b"".join(row["edited"]["bytes"] for row in rows))
+        sys.stderr.write("tar reader imported: %s" % ("ratarmountcore.mountsource.formats.tar" in sys.modules))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == b"".join(expected)
+    assert result.stderr.decode().endswith("tar reader imported: False")
