@@ -60,9 +60,10 @@ _CITATION = """\
 """
 DEFAULT_CONFIG_NAME = "all"
 DEFAULT_NUM_SHARDS = 256
-#: Most video bytes read ahead of the rows that yield them: a folder's videos are read in archive
-#: order (edits are stored apart from the order rows use them), rows still come in plan order.
-READ_WINDOW_BYTES = 256 << 20
+#: Most video bytes read ahead of the rows that yield them (per reader, so per DataLoader worker): a
+#: folder's videos are read in archive order (edits are stored apart from the order rows use them),
+#: rows still come in plan order.
+READ_WINDOW_BYTES = 64 << 20
 
 
 @dataclass
