@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from bench_plan import in_child  # the script's folder is on sys.path
 
 STAGES = ["dedup", "motion", "vlm"]
 
@@ -46,16 +47,6 @@ def write_run(root: Path, samples: int) -> int:
             (root / STATE / STAGES[index] / f"{record.sample_id}.json").write_text(record.to_json())
             written += 1
     return written
-
-
-def in_child(function, *args):
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=lambda: send.send(function(*args)))
-    process.start()
-    result = receive.recv()
-    process.join()
-    return result
 
 
 def timed(function, *args) -> float:
