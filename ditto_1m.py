@@ -213,13 +213,15 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
             for triplet in window
             for member, key in ((triplet.source, "source_path"), (triplet.edited, "edited_path"))
         }
-        videos: dict = {}
-        for member in sorted(paths):
-            if member in previous:
-                videos[member] = previous[member]
-                continue
+        videos = {member: previous[member] for member in paths if member in previous}
+        ordered = sorted(member for member in paths if member not in previous)
+        following, then = {}, {}
+        for member in reversed(ordered):  # each member's successor in its own archive
+            following[member] = then.get(member.category)
+            then[member.category] = member
+        for member in ordered:
             try:
-                data = readers.get(member.category).read(member)
+                data = readers.get(member.category).read(member, then=following[member])
                 check_video(data, paths[member], self.verify)
             except (VideoError, DittoError, OSError) as exc:
                 videos[member] = exc

@@ -56,7 +56,7 @@ class ExtractedCategory:
             }
         )
 
-    def read(self, member: Member) -> bytes:
+    def read(self, member: Member, then: Member | None = None) -> bytes:
         return self._fs.cat_file(member.path)
 
     def close(self) -> None:

@@ -30,8 +30,9 @@ class CategoryReader(Protocol):
         """Every member as a ``pyarrow.Table`` of ``path`` (the release path), ``offset``, ``size``;
         where a path occurs twice, the one :meth:`locate` returns comes first."""
 
-    def read(self, member: Member) -> bytes:
-        """The bytes of a located member."""
+    def read(self, member: Member, then: Member | None = None) -> bytes:
+        """The bytes of a located member; ``then`` is the member of this category read next, when
+        the caller knows it (a packed reader lets its read-ahead run on into it, and no further)."""
 
     def close(self) -> None:
         """Release open files."""

@@ -53,7 +53,7 @@ INDEX_KEY = "ditto_hf"
 #: it off to measure ratarmountcore's buffered reads.
 DIRECT_READS = True
 #: Compressed bytes that inflater reads at a time (indexed_gzip's default is 1 MiB).
-DIRECT_READ_CHUNK = 64 * 1024
+DIRECT_READ_CHUNK = 16 * 1024
 #: Where ratarmountcore keeps the gzip seek points in its index (several blobs, or one in older files).
 GZIP_INDEX_TABLES = ("gzipindexes", "gzipindex")
 #: ratarmountcore rewrites member paths with this (pattern, replacement) before storing them, so that
@@ -153,13 +153,18 @@ def index_member_table(connection: sqlite3.Connection):
     return pa.table({"path": pa.array(paths, pa.string()), "offset": pa.array(offsets, pa.int64()), "size": pa.array(sizes, pa.int64())})
 
 
+def _seek_point_before(seek_points: list[int], offset: int) -> int:
+    """The last seek point at or before ``offset`` (0, the stream start, when there is none)."""
+    return seek_points[bisect.bisect_right(seek_points, offset) - 1] if seek_points else 0
+
+
 def _read_exactly(raw, offset: int, size: int, seek_points: list[int]) -> bytes:
     """``size`` bytes from ``offset`` of an unbuffered inflating stream (fewer only at its end).
 
     A seek re-inflates from the seek point before ``offset``; when the stream already stands between
     that point and ``offset`` (the next member of a folder read in order), it reads on instead."""
     position = raw.tell()
-    point = seek_points[bisect.bisect_right(seek_points, offset) - 1] if seek_points else 0
+    point = _seek_point_before(seek_points, offset)
     if point <= position <= offset:
         while position < offset:
             skipped = raw.read(min(offset - position, 1 << 20))
@@ -191,7 +196,17 @@ class RemoteRanges:
         self.max_blocks = -(-keep // MIN_REMOTE_BLOCK_SIZE)
         self.blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.run, self.next_miss = 1, -1
+        self.span_end = size  # where the bytes being read end (for read-ahead); see :meth:`reading`
         self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def reading(self, end: int):
+        """Read-ahead inside the block stops at ``end`` (the compressed end of the member being read)."""
+        self.span_end = min(end, self.size)
+        try:
+            yield
+        finally:
+            self.span_end = self.size
 
     def read(self, offset: int, length: int) -> bytes:
         with self.lock:
@@ -213,7 +228,7 @@ class RemoteRanges:
     def _load(self, number: int, needed: int) -> None:
         block = MIN_REMOTE_BLOCK_SIZE
         self.run = min(REMOTE_BLOCK_SIZE // block, 2 * self.run) if number == self.next_miss else 1
-        count = max(needed, self.run)
+        count = max(needed, min(self.run, -(-self.span_end // block) - number))
         count = next((n for n in range(1, count) if number + n in self.blocks), count)  # stop at a cached block
         count = min(count, -(-self.size // block) - number)
         data = self.fetch(number * block, min(self.size, (number + count) * block))
@@ -285,7 +300,8 @@ class PackedCategory:
         self._archive = None
         self._index: Path | None = None
         self._lock = threading.Lock()
-        self._seek_points: list[int] | None = None
+        self._seek_points: list[int] | None = None  # uncompressed offsets of the gzip seek points
+        self._seek_offsets: list[int] | None = None  # and their compressed offsets
         self._direct = None
         self._ranges: RemoteRanges | None = None
 
@@ -501,17 +517,21 @@ class PackedCategory:
         return Member(self.category, found.userdata[0].offset, found.size, release_path)
 
     def member_table(self):
-        return index_member_table(self._opened_archive().index.get_connection())
+        """The index's member table, read from the SQLite file alone: opening ratarmountcore's tar
+        reader would inflate (and, for a remote archive, fetch) the first megabytes of the archive."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.open()._index}?mode=ro", uri=True)) as connection:
+            return index_member_table(connection)
 
-    def read(self, member: Member) -> bytes:
+    def read(self, member: Member, then: Member | None = None) -> bytes:
         """Inflate exactly the member's span, from the seek point before it (or on from where the
         previous member ended). With indexed_gzip this goes through a second, unbuffered inflater that
         reads the compressed stream in small chunks: ratarmountcore's own reads megabytes past the
-        member (decoded read-ahead and a 1 MiB compressed buffer), which a sparse config never uses."""
+        member (decoded read-ahead and a 1 MiB compressed buffer), which a sparse config never uses.
+        Remote read-ahead stops at the member's end unless ``then`` (read next) continues from it."""
         direct = self._direct_inflater() if DIRECT_READS else None
         try:
             if direct is not None:
-                with self._lock:
+                with self._lock, self._reading_span(member, then):
                     data = _read_exactly(direct, member.offset, member.size, self._seek_points)
             else:
                 archive = self._opened_archive()
@@ -529,6 +549,17 @@ class PackedCategory:
                 f"{self.shown_as}: member {member.path} is cut short ({len(data)} of {member.size} bytes); the archive is truncated"
             )
         return data
+
+    def _reading_span(self, member: Member, then: Member | None):
+        """Remote read-ahead stops at the first seek point past the member: its compressed offset
+        (plus the byte its bit offset starts in) bounds the compressed bytes the member needs. When
+        ``then`` is read on from this member's end (no seek point between them), it runs on."""
+        end = member.offset + member.size
+        if self._ranges is None or (then is not None and _seek_point_before(self._seek_points, then.offset) <= end <= then.offset):
+            return contextlib.nullcontext()
+        after = bisect.bisect_left(self._seek_points, end)
+        end = self._seek_offsets[after] + 1 if after < len(self._seek_offsets) else self._ranges.size
+        return self._ranges.reading(end)
 
     def _direct_inflater(self):
         """The unbuffered indexed_gzip inflater over the parts with the seek points of the index
@@ -557,7 +588,9 @@ class PackedCategory:
             except Exception as exc:  # indexed_gzip's own types
                 raise self._unreadable_with_index(exc) from exc
             self._direct = inflater
-            self._seek_points = [uncompressed for uncompressed, _ in inflater.raw.seek_points()]
+            points = list(inflater.raw.seek_points())
+            self._seek_points = [uncompressed for uncompressed, _ in points]
+            self._seek_offsets = [compressed for _, compressed in points]
         return self._direct.raw
 
     def close(self) -> None:
@@ -567,4 +600,4 @@ class PackedCategory:
         if self._archive is not None:
             self._archive.close()
             self._archive = None
-        self._index, self._seek_points, self._ranges = None, None, None
+        self._index, self._seek_points, self._seek_offsets, self._ranges = None, None, None, None

@@ -263,15 +263,38 @@ def test_remote_ranges_coalesce_in_order_reads_and_fetch_only_sparse_spans():
     assert all(end - start == MIN_REMOTE_BLOCK_SIZE for start, end in requests)  # only the block each read needs
 
 
+def test_remote_read_ahead_stops_at_the_span_being_read():
+    import random
+
+    from ditto_hf.builders.packed import MIN_REMOTE_BLOCK_SIZE, REMOTE_BLOCK_SIZE, RemoteRanges
+
+    data = random.Random(1).randbytes(40 * MIN_REMOTE_BLOCK_SIZE)
+    requests = []
+
+    def fetch(start: int, end: int) -> bytes:
+        requests.append((start, end))
+        return data[start:end]
+
+    ranges = RemoteRanges(fetch, len(data), keep=REMOTE_BLOCK_SIZE * 4)
+    span_end = 9 * MIN_REMOTE_BLOCK_SIZE + 5
+    with ranges.reading(span_end):  # read in order in small pieces: the run grows, but not past the span
+        got = b"".join(ranges.read(offset, 4096) for offset in range(0, span_end, 4096))
+    assert got == data[: len(got)] and len(got) >= span_end
+    assert max(end for _, end in requests) == 10 * MIN_REMOTE_BLOCK_SIZE  # the block holding the span's last byte
+    requests.clear()
+    assert ranges.read(10 * MIN_REMOTE_BLOCK_SIZE, 10) == data[10 * MIN_REMOTE_BLOCK_SIZE :][:10]  # outside a span it runs on
+    assert requests[0][1] - requests[0][0] > MIN_REMOTE_BLOCK_SIZE
+
+
 def test_a_folder_is_read_in_archive_order_and_rows_keep_the_plan_order(packed_release, monkeypatch):
     import ditto_1m
     from ditto_hf.builders.packed import PackedCategory
 
     original, offsets = PackedCategory.read, []
 
-    def recording_read(self, member):
+    def recording_read(self, member, then=None):
         offsets.append((member.category, member.offset))
-        return original(self, member)
+        return original(self, member, then)
 
     def streamed(window_bytes: int) -> tuple[list[dict], int]:
         monkeypatch.setattr(ditto_1m, "READ_WINDOW_BYTES", window_bytes)

@@ -106,3 +106,40 @@ def test_index_command_publishes_indexes_that_readers_download(hub_server, relea
         needed += (release.root / "videos" / category).glob(f"{category}.tar.gz.*")
         needed += (tmp_path / "publisher-cache").rglob(f"{category}-*.index.sqlite")
     assert hub_server.bytes_served <= sum(path.stat().st_size for path in needed)
+
+
+def test_a_sparse_member_read_fetches_only_the_blocks_its_span_needs(hub_server, tmp_path, monkeypatch):
+    """Reading pairs of neighbouring clips of an archive over ``hf://`` fetches no block outside the
+    compressed spans the members need (from the seek point before each to the one after it), however
+    long the in-order run of misses grows over the pair."""
+    import bisect
+
+    from ditto_hf.builders.members import Member
+    from ditto_hf.builders.packed import DIRECT_READ_CHUNK, MIN_REMOTE_BLOCK_SIZE, PackedCategory, find_parts
+    from ditto_hf.builders.release import ReleaseRoot
+
+    extracted = make_release(tmp_path / "extracted", dirs=1, sources_per_dir=12, frames=16, size=192, noise=40)
+    release = pack_release(extracted, tmp_path / "packed", part_size=1 << 20)
+    root = ReleaseRoot(upload(hub_server, release, "mini-big-clips"))
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    spacing = MIN_REMOTE_BLOCK_SIZE
+    PackedCategory(root, "source", find_parts(root, "source"), tmp_path / "publisher", spacing=spacing).publish_index()
+
+    reader = PackedCategory(root, "source", find_parts(root, "source"), tmp_path / "reader", spacing=spacing).open()
+    table = reader.member_table().sort_by("offset").to_pylist()  # from the index alone: nothing fetched yet
+    members = [Member("source", row["offset"], row["size"], row["path"]) for row in table if row["path"] in release.files]
+    assert len(members) == 12
+    assert min(member.size for member in members) > 4 * MIN_REMOTE_BLOCK_SIZE, "clips must span several blocks"
+    archive_size = sum(part.size for part in reader.parts)
+    hub_server.reset_counters()
+    needed_blocks: set[int] = set()
+    for member in members[0:2] + members[5:7] + members[10:12]:  # a run of misses grows over a pair
+        assert reader.read(member) == release.files[member.path].read_bytes()
+        points, offsets = reader._seek_points, reader._seek_offsets  # uncompressed and compressed
+        before = bisect.bisect_right(points, member.offset) - 1  # -1: none, inflate from the stream start
+        after = bisect.bisect_left(points, member.offset + member.size)
+        start = offsets[before] if before >= 0 else 0
+        end = min(offsets[after] + 1 + DIRECT_READ_CHUNK if after < len(points) else 1 << 62, archive_size)
+        needed_blocks |= set(range(start // MIN_REMOTE_BLOCK_SIZE, -(-end // MIN_REMOTE_BLOCK_SIZE)))
+    reader.close()
+    assert 0 < hub_server.bytes_served <= len(needed_blocks) * MIN_REMOTE_BLOCK_SIZE
