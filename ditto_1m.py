@@ -215,10 +215,10 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         }
         videos = {member: previous[member] for member in paths if member in previous}
         ordered = sorted(member for member in paths if member not in previous)
-        following, then = {}, {}
+        following, later_in_category = {}, {}
         for member in reversed(ordered):  # each member's successor in its own archive
-            following[member] = then.get(member.category)
-            then[member.category] = member
+            following[member] = later_in_category.get(member.category)
+            later_in_category[member.category] = member
         for member in ordered:
             try:
                 data = readers.get(member.category).read(member, then=following[member])

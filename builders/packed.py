@@ -554,12 +554,11 @@ class PackedCategory:
         """Remote read-ahead stops at the first seek point past the member: its compressed offset
         (plus the byte its bit offset starts in) bounds the compressed bytes the member needs. When
         ``then`` is read on from this member's end (no seek point between them), it runs on."""
-        end = member.offset + member.size
-        if self._ranges is None or (then is not None and _seek_point_before(self._seek_points, then.offset) <= end <= then.offset):
+        member_end = member.offset + member.size
+        if self._ranges is None or (then is not None and _seek_point_before(self._seek_points, then.offset) <= member_end <= then.offset):
             return contextlib.nullcontext()
-        after = bisect.bisect_left(self._seek_points, end)
-        end = self._seek_offsets[after] + 1 if after < len(self._seek_offsets) else self._ranges.size
-        return self._ranges.reading(end)
+        after = bisect.bisect_left(self._seek_points, member_end)
+        return self._ranges.reading(self._seek_offsets[after] + 1 if after < len(self._seek_offsets) else self._ranges.size)
 
     def _direct_inflater(self):
         """The unbuffered indexed_gzip inflater over the parts with the seek points of the index
