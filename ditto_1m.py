@@ -160,19 +160,25 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         readers = self._readers(root)
         skipped_before = self.bad_rows.skipped
         try:
-            for number, span in enumerate(shards):
-                triplets = open_plan(span.plan).triplets(span)
-                yield from self._shard_examples(span.id, triplets, readers, shown_as, first_alone=number == 0)
+            windows = (
+                (span.id, window)
+                for number, span in enumerate(shards)
+                for window in _read_windows(open_plan(span.plan).triplets(span), first_alone=number == 0)
+            )
+            yield from self._window_examples(windows, readers, shown_as)
         finally:
             skipped = self.bad_rows.skipped - skipped_before
             if skipped:
                 logger.warning("ditto_1m: skipped %d bad row(s) of %s in shard(s) %s", skipped, shown_as, [span.id for span in shards])
 
-    def _shard_examples(self, shard_id: int, triplets: Iterable[Triplet], readers: Readers, shown_as: str, *, first_alone: bool = True):
-        """The examples of ``triplets`` in their order; each window's videos are read first, in archive order."""
-        position, videos = 0, {}
-        for window in _read_windows(triplets, first_alone=first_alone):
-            videos = self._read_window(readers, window, videos)
+    def _window_examples(self, windows: Iterator[tuple[int, list[Triplet]]], readers: Readers, shown_as: str):
+        """The examples of ``(shard id, window)`` pairs, numbered within each shard; each window's
+        videos are read first, in archive order, knowing the next window's (across shards too)."""
+        shard_id, position, videos = None, 0, {}
+        for (window_shard, window), upcoming in _with_next(windows):
+            if window_shard != shard_id:
+                shard_id, position = window_shard, 0
+            videos = self._read_window(readers, window, videos, upcoming[1] if upcoming else [])
             for triplet in window:
                 row = triplet.row
                 try:
@@ -201,27 +207,25 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         bad rows are raised or skipped as ``on_bad_rows`` says. The Hub mirror reads its parts with this."""
         readers = self._readers(self.release)
         triplets = plan_triplets(list(rows), readers, dict(captions), self.bad_rows, shown_as)
-        for _, example in self._shard_examples(0, triplets, readers, shown_as):
+        for _, example in self._window_examples(((0, window) for window in _read_windows(triplets, first_alone=True)), readers, shown_as):
             yield example
 
-    def _read_window(self, readers: Readers, window: list[Triplet], previous: dict) -> dict:
+    def _read_window(self, readers: Readers, window: list[Triplet], previous: dict, upcoming: list[Triplet]) -> dict:
         """Every distinct video of a window, read in archive order (each category's members by
         offset, so an archive is read forwards): member -> bytes, or the error that stopped it.
-        Videos of the ``previous`` window (a source whose edits span two windows) are not read again."""
-        paths = {
-            member: getattr(triplet.row, key)
-            for triplet in window
-            for member, key in ((triplet.source, "source_path"), (triplet.edited, "edited_path"))
-        }
+        Videos of the ``previous`` window (a source whose edits span two windows) are not read again;
+        each reader is told which of its members this window and the ``upcoming`` one read next."""
+        paths = _window_paths(window)
         videos = {member: previous[member] for member in paths if member in previous}
         ordered = sorted(member for member in paths if member not in previous)
-        following, later_in_category = {}, {}
-        for member in reversed(ordered):  # each member's successor in its own archive
-            following[member] = later_in_category.get(member.category)
-            later_in_category[member.category] = member
+        coming = ordered + sorted(member for member in _window_paths(upcoming) if member not in paths)
+        by_category: dict[str, list] = {}
+        for member in coming:
+            by_category.setdefault(member.category, []).append(member)
+        place = {member: number for members in by_category.values() for number, member in enumerate(members)}
         for member in ordered:
             try:
-                data = readers.get(member.category).read(member, then=following[member])
+                data = readers.get(member.category).read(member, then=by_category[member.category][place[member] + 1 :])
                 check_video(data, paths[member], self.verify)
             except (VideoError, DittoError, OSError) as exc:
                 videos[member] = exc
@@ -236,6 +240,24 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
         if isinstance(data, Exception):
             raise BadRowError(f"{shown_as} row {row.index}: {key}: {data}") from None
         return data
+
+
+def _window_paths(window: list[Triplet]) -> dict:
+    """Every video of a window: member -> its row's path (``source_path`` or ``edited_path``)."""
+    return {
+        member: getattr(triplet.row, key)
+        for triplet in window
+        for member, key in ((triplet.source, "source_path"), (triplet.edited, "edited_path"))
+    }
+
+
+def _with_next(items: Iterator) -> Iterator[tuple]:
+    """Each item with the one after it (``None`` after the last)."""
+    current = next(items, None)
+    while current is not None:
+        upcoming = next(items, None)
+        yield current, upcoming
+        current = upcoming
 
 
 def _read_windows(triplets: Iterable[Triplet], *, first_alone: bool) -> Iterator[list[Triplet]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -114,6 +115,7 @@ def main() -> None:
         for config in args.configs:
             naive(server, packed, config)
     server.stop()
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def used_categories(release, config: str) -> set[str]:

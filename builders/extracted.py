@@ -7,6 +7,7 @@ Extracting the release tarballs as the dataset card says adds one level
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 
 from ditto_hf.builders.members import Member
 from ditto_hf.builders.release import VIDEOS_DIR, ReleaseRoot
@@ -56,7 +57,7 @@ class ExtractedCategory:
             }
         )
 
-    def read(self, member: Member, then: Member | None = None) -> bytes:
+    def read(self, member: Member, then: Sequence[Member] = ()) -> bytes:
         return self._fs.cat_file(member.path)
 
     def close(self) -> None:

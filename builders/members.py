@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,9 +31,10 @@ class CategoryReader(Protocol):
         """Every member as a ``pyarrow.Table`` of ``path`` (the release path), ``offset``, ``size``;
         where a path occurs twice, the one :meth:`locate` returns comes first."""
 
-    def read(self, member: Member, then: Member | None = None) -> bytes:
-        """The bytes of a located member; ``then`` is the member of this category read next, when
-        the caller knows it (a packed reader lets its read-ahead run on into it, and no further)."""
+    def read(self, member: Member, then: Sequence[Member] = ()) -> bytes:
+        """The bytes of a located member; ``then`` are the members of this category read after it, in
+        order, as far as the caller knows them (a packed reader fetches ahead the archive bytes that
+        the ones read on from this member's end are sure to need, and no further)."""
 
     def close(self) -> None:
         """Release open files."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -23,6 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,8 @@ INFLATE_READAHEAD = 1024 * 1024
 #: Remote archive parts are fetched in requests of at most / at least this many bytes.
 REMOTE_BLOCK_SIZE = 1024 * 1024
 MIN_REMOTE_BLOCK_SIZE = 64 * 1024
+#: The most bytes one background fetch asks for (:meth:`RemoteRanges.reading`).
+AHEAD_BYTES = 4 * REMOTE_BLOCK_SIZE
 INDEX_KEY = "ditto_hf"
 #: Read members through an unbuffered inflater (see :meth:`PackedCategory.read`); benchmarks switch
 #: it off to measure ratarmountcore's buffered reads.
@@ -189,7 +193,11 @@ class RemoteRanges:
     A miss right after the previous one (the archive read in order) fetches twice as many blocks as
     the last, up to :data:`REMOTE_BLOCK_SIZE`; any other miss fetches just the blocks it needs. So a
     dense read is a few large requests and a sparse one reads only the spans its members need;
-    already cached blocks stop a fetch, and the least recently used are dropped past ``keep`` bytes."""
+    already cached blocks stop a fetch, and the least recently used are dropped past ``keep`` bytes.
+
+    While a span is read (:meth:`reading`), the blocks it is sure to need are fetched ahead on a
+    background thread, so that the next request is under way while the caller inflates the last one
+    (the inflater releases the GIL). Every fetch runs one at a time, so ``fetch`` needs no locking."""
 
     def __init__(self, fetch, size: int, *, keep: int) -> None:
         self.fetch, self.size = fetch, size
@@ -197,20 +205,33 @@ class RemoteRanges:
         self.blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self.run, self.next_miss = 1, -1
         self.span_end = size  # where the bytes being read end (for read-ahead); see :meth:`reading`
+        self.needed_end = 0  # and the bytes before which they are sure to be read (background read-ahead)
+        self.ahead: tuple[int, int, concurrent.futures.Future] | None = None  # first block, count, its fetch
+        self._fetcher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._fetcher_pid = 0
         self.lock = threading.Lock()
 
     @contextlib.contextmanager
-    def reading(self, end: int):
-        """Read-ahead inside the block stops at ``end`` (the compressed end of the member being read)."""
-        self.span_end = min(end, self.size)
+    def reading(self, end: int, *, needed: int = 0):
+        """Read-ahead inside the block stops at ``end`` (the compressed end of the member being read);
+        bytes before ``needed`` are sure to be read, and are fetched ahead in the background."""
+        self.span_end, self.needed_end = min(end, self.size), min(needed, end, self.size)
         try:
             yield
         finally:
-            self.span_end = self.size
+            self.span_end, self.needed_end = self.size, 0
 
     def read(self, offset: int, length: int) -> bytes:
         with self.lock:
             return self._read(offset, length)
+
+    def close(self) -> None:
+        """Wait for the background fetch, if any, and stop its thread."""
+        with self.lock:
+            self._take_ahead()
+            if self._fetcher is not None and self._fetcher_pid == os.getpid():
+                self._fetcher.shutdown(wait=True)
+            self._fetcher = None
 
     def _read(self, offset: int, length: int) -> bytes:
         block = MIN_REMOTE_BLOCK_SIZE
@@ -218,25 +239,68 @@ class RemoteRanges:
         pieces = []
         for number in range(offset // block, -(-end // block)):
             if number not in self.blocks:
+                self._take_ahead()
+            if number not in self.blocks:
                 self._load(number, -(-end // block) - number)
             data = self.blocks[number]
             self.blocks.move_to_end(number)
             start = number * block
             pieces.append(data[max(offset, start) - start : min(end, start + len(data)) - start])
+        self._fetch_ahead(end)
         return b"".join(pieces)
 
     def _load(self, number: int, needed: int) -> None:
         block = MIN_REMOTE_BLOCK_SIZE
         self.run = min(REMOTE_BLOCK_SIZE // block, 2 * self.run) if number == self.next_miss else 1
         count = max(needed, min(self.run, -(-self.span_end // block) - number))
-        count = next((n for n in range(1, count) if number + n in self.blocks), count)  # stop at a cached block
-        count = min(count, -(-self.size // block) - number)
-        data = self.fetch(number * block, min(self.size, (number + count) * block))
+        count = self._uncached_run(number, count)
+        self._keep(number, count, self.fetch(number * block, min(self.size, (number + count) * block)))
+
+    def _uncached_run(self, number: int, count: int) -> int:
+        """``count`` blocks from ``number``, cut at the first cached one and at the end of the file."""
+        count = next((n for n in range(1, count) if number + n in self.blocks), count)
+        return min(count, -(-self.size // MIN_REMOTE_BLOCK_SIZE) - number)
+
+    def _keep(self, number: int, count: int, data: bytes) -> None:
+        block = MIN_REMOTE_BLOCK_SIZE
         for index in range(count):
             self.blocks[number + index] = data[index * block : (index + 1) * block]
         self.next_miss = number + count
         while len(self.blocks) > self.max_blocks:
             self.blocks.popitem(last=False)
+
+    def _fetch_ahead(self, position: int) -> None:
+        """Start fetching the first uncached blocks after ``position`` (where the caller reads) that
+        the span is sure to need, up to :data:`AHEAD_BYTES`, unless a background fetch is under way."""
+        block = MIN_REMOTE_BLOCK_SIZE
+        if self.ahead is not None or position >= self.needed_end:
+            return
+        number = position // block
+        while number in self.blocks:
+            number += 1
+        count = self._uncached_run(number, min(AHEAD_BYTES // block, -(-self.needed_end // block) - number))
+        if count <= 0:
+            return
+        if self._fetcher is None or self._fetcher_pid != os.getpid():  # a forked worker starts its own thread
+            self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ditto-read-ahead")
+            self._fetcher_pid = os.getpid()
+        future = self._fetcher.submit(self.fetch, number * block, min(self.size, (number + count) * block))
+        self.ahead = (number, count, future)
+
+    def _take_ahead(self) -> None:
+        """Wait for the background fetch and keep its blocks; a failed one is dropped (the blocks are
+        then fetched again when they are read, and that raises)."""
+        if self.ahead is None:
+            return
+        (number, count, future), self.ahead = self.ahead, None
+        if self._fetcher_pid != os.getpid():  # started by the parent of a forked worker: never finishes here
+            return
+        try:
+            data = future.result()
+        except Exception as exc:  # the fetch's own errors
+            logger.debug("background fetch of blocks %d-%d failed (%s); fetching them when read", number, number + count, exc)
+            return
+        self._keep(number, count, data)
 
 
 class _ReadSpacingNotice(logging.Filter):
@@ -449,7 +513,7 @@ class PackedCategory:
 
             # One read inflates from a seek point up to ``spacing`` back; keeping twice the spacing plus
             # the decoders' buffers means re-inflating from a seek point never fetches the same bytes twice.
-            keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE
+            keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE + 2 * AHEAD_BYTES
             self._ranges = RemoteRanges(fetch, size, keep=keep)
         ranges = self._ranges
         return io.BufferedReader(LambdaReaderFile(ranges.read, ranges.size), buffer_size=MIN_REMOTE_BLOCK_SIZE)
@@ -522,12 +586,13 @@ class PackedCategory:
         with contextlib.closing(sqlite3.connect(f"file:{self.open()._index}?mode=ro", uri=True)) as connection:
             return index_member_table(connection)
 
-    def read(self, member: Member, then: Member | None = None) -> bytes:
+    def read(self, member: Member, then: Sequence[Member] = ()) -> bytes:
         """Inflate exactly the member's span, from the seek point before it (or on from where the
         previous member ended). With indexed_gzip this goes through a second, unbuffered inflater that
         reads the compressed stream in small chunks: ratarmountcore's own reads megabytes past the
         member (decoded read-ahead and a 1 MiB compressed buffer), which a sparse config never uses.
-        Remote read-ahead stops at the member's end unless ``then`` (read next) continues from it."""
+        Remote read-ahead stops at the member's end unless the first of ``then`` (the members read
+        next, in order) is read on from it."""
         direct = self._direct_inflater() if DIRECT_READS else None
         try:
             if direct is not None:
@@ -550,15 +615,25 @@ class PackedCategory:
             )
         return data
 
-    def _reading_span(self, member: Member, then: Member | None):
+    def _reading_span(self, member: Member, then: Sequence[Member]):
         """Remote read-ahead stops at the first seek point past the member: its compressed offset
         (plus the byte its bit offset starts in) bounds the compressed bytes the member needs. When
-        ``then`` is read on from this member's end (no seek point between them), it runs on."""
-        member_end = member.offset + member.size
-        if self._ranges is None or (then is not None and _seek_point_before(self._seek_points, then.offset) <= member_end <= then.offset):
+        the next member is read on from this one's end (no seek point between them), it runs on.
+        The compressed bytes before the last seek point inside the run of members read on from this
+        one are sure to be needed: those are fetched ahead in the background."""
+        if self._ranges is None:
             return contextlib.nullcontext()
+        member_end = run_end = member.offset + member.size
+        for following in then:
+            if not _seek_point_before(self._seek_points, following.offset) <= run_end <= following.offset:
+                break
+            run_end = following.offset + following.size
+        before = bisect.bisect_right(self._seek_points, run_end) - 1
+        needed = self._seek_offsets[before] if before >= 0 else 0
         after = bisect.bisect_left(self._seek_points, member_end)
-        return self._ranges.reading(self._seek_offsets[after] + 1 if after < len(self._seek_offsets) else self._ranges.size)
+        if run_end > member_end or after == len(self._seek_offsets):
+            return self._ranges.reading(self._ranges.size, needed=needed)
+        return self._ranges.reading(self._seek_offsets[after] + 1, needed=needed)
 
     def _direct_inflater(self):
         """The unbuffered indexed_gzip inflater over the parts with the seek points of the index
@@ -593,6 +668,8 @@ class PackedCategory:
         return self._direct.raw
 
     def close(self) -> None:
+        if self._ranges is not None:
+            self._ranges.close()
         if self._direct is not None:
             self._direct.close()
             self._direct = None

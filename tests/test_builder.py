@@ -292,7 +292,7 @@ def test_a_folder_is_read_in_archive_order_and_rows_keep_the_plan_order(packed_r
 
     original, offsets = PackedCategory.read, []
 
-    def recording_read(self, member, then=None):
+    def recording_read(self, member, then=()):
         offsets.append((member.category, member.offset))
         return original(self, member, then)
 
@@ -336,3 +336,30 @@ def test_with_a_cached_plan_rows_are_read_without_the_tar_reader(packed_release,
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == b"".join(expected)
     assert result.stderr.decode().endswith("tar reader imported: False")
+
+
+def test_background_read_ahead_fetches_only_the_bytes_the_span_is_sure_to_need():
+    import random
+
+    from ditto_hf.builders.packed import MIN_REMOTE_BLOCK_SIZE, RemoteRanges
+
+    block = MIN_REMOTE_BLOCK_SIZE
+    data = random.Random(2).randbytes(40 * block)
+    requests = []
+
+    def fetch(start: int, end: int) -> bytes:
+        requests.append((start, end))
+        return data[start:end]
+
+    ranges = RemoteRanges(fetch, len(data), keep=64 * block)
+    needed = 20 * block + 100
+    with ranges.reading(30 * block, needed=needed):
+        first = ranges.read(0, 4096)
+        ranges.close()  # waits for the background fetch started by that read
+        fetched_ahead = max(end for _, end in requests)
+        assert fetched_ahead == 21 * block  # up to the block holding the last needed byte, no further
+        rest = b"".join(ranges.read(offset, 4096) for offset in range(4096, needed, 4096))
+    assert first + rest == data[: len(first + rest)]
+    assert max(end for _, end in requests) == 21 * block  # everything read came from what was fetched ahead
+    covered = sorted(requests)
+    assert all(a[1] <= b[0] for a, b in zip(covered, covered[1:], strict=False))  # no byte fetched twice

@@ -209,6 +209,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     """Routes Hub API calls to :class:`HubStorage`."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle's algorithm a short body then waits for
+    # the client's delayed ACK of the headers (40 ms on Linux), which no real Hub response does.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     ROUTES = [
