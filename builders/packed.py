@@ -254,7 +254,11 @@ class RemoteRanges:
         self.run = min(REMOTE_BLOCK_SIZE // block, 2 * self.run) if number == self.next_miss else 1
         count = max(needed, min(self.run, -(-self.span_end // block) - number))
         count = self._uncached_run(number, count)
-        self._keep(number, count, self.fetch(number * block, min(self.size, (number + count) * block)))
+        self._keep(number, count, self.fetch(*self._byte_range(number, count)))
+
+    def _byte_range(self, number: int, count: int) -> tuple[int, int]:
+        """``[start, end)`` of ``count`` blocks from block ``number`` (the last one cut at the end of the file)."""
+        return number * MIN_REMOTE_BLOCK_SIZE, min(self.size, (number + count) * MIN_REMOTE_BLOCK_SIZE)
 
     def _uncached_run(self, number: int, count: int) -> int:
         """``count`` blocks from ``number``, cut at the first cached one and at the end of the file."""
@@ -284,7 +288,7 @@ class RemoteRanges:
         if self._fetcher is None or self._fetcher_pid != os.getpid():  # a forked worker starts its own thread
             self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ditto-read-ahead")
             self._fetcher_pid = os.getpid()
-        future = self._fetcher.submit(self.fetch, number * block, min(self.size, (number + count) * block))
+        future = self._fetcher.submit(self.fetch, *self._byte_range(number, count))
         self.ahead = (number, count, future)
 
     def _take_ahead(self) -> None:
@@ -512,7 +516,8 @@ class PackedCategory:
                 return joined.read(end - start)
 
             # One read inflates from a seek point up to ``spacing`` back; keeping twice the spacing plus
-            # the decoders' buffers means re-inflating from a seek point never fetches the same bytes twice.
+            # the decoders' buffers and two background fetches means re-inflating from a seek point
+            # never fetches the same bytes twice.
             keep = 2 * self.spacing + READ_BUFFER + INFLATE_READAHEAD + REMOTE_BLOCK_SIZE + 2 * AHEAD_BYTES
             self._ranges = RemoteRanges(fetch, size, keep=keep)
         ranges = self._ranges
