@@ -80,6 +80,9 @@ class Ditto1MConfig(datasets.BuilderConfig):
             the mp4 boxes (catches truncated and foreign files, microseconds per video); ``"full"`` also
             opens it with the decoder; ``False`` checks nothing.
         seek_point_spacing: gzip checkpoint spacing used when this reader has to build a seek index.
+        read_threads: how many categories (separate archives) of a read window are read at once,
+            one thread each; default: up to 4, no more than this process's share of the CPUs (a
+            DataLoader worker's is the CPUs divided by the workers).
     """
 
     name: str = DEFAULT_CONFIG_NAME
@@ -87,6 +90,7 @@ class Ditto1MConfig(datasets.BuilderConfig):
     num_shards: int = DEFAULT_NUM_SHARDS
     verify_videos: bool | str = True
     seek_point_spacing: int = DEFAULT_SEEK_POINT_SPACING
+    read_threads: int | None = None
 
 
 class Ditto1M(datasets.GeneratorBasedBuilder):
@@ -103,6 +107,9 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
             self.verify = verify_level(self.config.verify_videos)
         except VideoError as exc:
             raise DittoError(str(exc)) from None
+        threads = self.config.read_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise DittoError(f"read_threads must be a whole number of at least 1 (or None for the default), got {threads!r}")
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -212,25 +219,21 @@ class Ditto1M(datasets.GeneratorBasedBuilder):
 
     def _read_window(self, readers: Readers, window: list[Triplet], previous: dict, upcoming: list[Triplet]) -> dict:
         """Every distinct video of a window, read in archive order (each category's members by
-        offset, so an archive is read forwards): member -> bytes, or the error that stopped it.
-        Videos of the ``previous`` window (a source whose edits span two windows) are not read again;
-        each reader is told which of its members this window and the ``upcoming`` one read next."""
+        offset, so an archive is read forwards; categories at once): member -> bytes, or the error
+        that stopped it, checked as ``verify_videos`` says. Videos of the ``previous`` window (a
+        source whose edits span two windows) are not read again; each reader is told which of its
+        members this window and the ``upcoming`` one read next."""
         paths = _window_paths(window)
         videos = {member: previous[member] for member in paths if member in previous}
         ordered = sorted(member for member in paths if member not in previous)
-        coming = ordered + sorted(member for member in _window_paths(upcoming) if member not in paths)
-        by_category: dict[str, list] = {}
-        for member in coming:
-            by_category.setdefault(member.category, []).append(member)
-        place = {member: number for members in by_category.values() for number, member in enumerate(members)}
-        for member in ordered:
-            try:
-                data = readers.get(member.category).read(member, then=by_category[member.category][place[member] + 1 :])
-                check_video(data, paths[member], self.verify)
-            except (VideoError, DittoError, OSError) as exc:
-                videos[member] = exc
-            else:
-                videos[member] = data
+        coming = sorted(member for member in _window_paths(upcoming) if member not in paths)
+        for member, data in readers.read_in_order(ordered, coming, threads=self.config.read_threads).items():
+            if not isinstance(data, Exception):
+                try:
+                    check_video(data, paths[member], self.verify)
+                except VideoError as exc:
+                    data = exc
+            videos[member] = data
         return videos
 
     @staticmethod

@@ -16,11 +16,13 @@ with each row's videos read in plan order (``--plan-order``, used before: a fold
 stored apart from the order rows use them, so that read jumps backwards). ``whole-archive`` is downloading
 the needed archives whole. The naive path measured in the same run (``--naive``) downloads every part
 of the needed categories, runs ``cat parts | tar -xz`` and reads the files; packed throughput is
-taken after the first row (the index download and planning are time to first row). Memory is the
+taken after the first row (the index download and planning are time to first row); the two are
+compared at the last spacing over ``--rounds`` alternating rounds (packed, naive, packed, ...) and
+the median of the per-round ratios is reported, as one round on a shared machine swings. Memory is the
 resident set size sampled while iterating: flat means it does not grow with the triplet count.
 
     python bench/bench_stream.py [--dirs 12] [--sources 6] [--size 256] [--frames 16]
-                                 [--spacing-clips 9 0.5] [--buffered] [--plan-order] [--naive]
+                                 [--spacing-clips 9 0.5] [--buffered] [--plan-order] [--naive] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -60,6 +63,7 @@ def main() -> None:
         "--plan-order", action="store_true", help="at the first spacing, also measure reading each row's videos in plan order (used before)"
     )
     parser.add_argument("--naive", action="store_true", help="also measure download every part + cat | tar -xz")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating packed / naive rounds for the throughput ratio")
     parser.add_argument("--configs", nargs="+", default=["all", "local_replace"])
     args = parser.parse_args()
 
@@ -112,8 +116,15 @@ def main() -> None:
                 cache = WORK / f"reader-{clips}-{reads}-{config}"
                 measure(server, packed, root, config, cache, label, reads, index_bytes)
     if args.naive:
-        for config in args.configs:
-            naive(server, packed, config)
+        ratios = {config: [] for config in args.configs}
+        for round_number in range(1, args.rounds + 1):
+            for config in args.configs:
+                label = f"{args.spacing_clips[-1]:g} clips r{round_number}"
+                packed_rate = measure(server, packed, root, config, WORK / f"round-{round_number}-{config}", label, "exact", index_bytes)
+                ratios[config].append(packed_rate / naive(server, packed, config, WORK / f"naive-{round_number}-{config}"))
+        for config, each in ratios.items():
+            rounds = ", ".join(f"{ratio:.2f}" for ratio in each)
+            print(f"{config}: packed / naive throughput after the first row = {statistics.median(each):.2f}x (median; rounds {rounds})")
     server.stop()
     shutil.rmtree(WORK, ignore_errors=True)
 
@@ -122,7 +133,8 @@ def used_categories(release, config: str) -> set[str]:
     return {path.split("/", 1)[0] for row in release.rows[config] for path in (row["source_path"], row["edited_path"])}
 
 
-def measure(server, release, root: str, config: str, cache_dir: Path, label: str, reads: str, index_bytes: int) -> None:
+def measure(server, release, root: str, config: str, cache_dir: Path, label: str, reads: str, index_bytes: int) -> float:
+    """Stream a config once, print its row; returns MB/s after the first row."""
     from datasets import load_dataset
 
     server.reset_counters()
@@ -152,14 +164,16 @@ def measure(server, release, root: str, config: str, cache_dir: Path, label: str
         f"{whole / yielded:>14.2f}{index_bytes / 1e6:>9.2f}{first_row - start:>10.2f}{after_first / 1e6 / (end - first_row):>11.1f}"
         f"{max(samples) / 2**20:>8.0f}M"
     )
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return after_first / 1e6 / (end - first_row)
 
 
-def naive(server, release, config: str) -> None:
-    """Download every part of the needed categories, ``cat | tar -xz`` them, read the config's files."""
+def naive(server, release, config: str, folder: Path) -> float:
+    """Download every part of the needed categories into ``folder``, ``cat | tar -xz`` them, read the
+    config's files; prints its row, returns MB/s."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=server.endpoint, token=server.token)
-    folder = WORK / f"naive-{config}"
     start = time.perf_counter()
     yielded = 0
     for category in sorted(used_categories(release, config)):
@@ -177,6 +191,8 @@ def naive(server, release, config: str) -> None:
     print(
         f"{'naive':>14} {'untar':<9}{config:<14}{len(release.rows[config]):>9}{yielded / 1e6:>11.2f}{blank}{yielded / 1e6 / seconds:>11.1f}"
     )
+    shutil.rmtree(folder, ignore_errors=True)
+    return yielded / 1e6 / seconds
 
 
 if __name__ == "__main__":

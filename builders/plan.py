@@ -8,8 +8,12 @@ archive is read forwards and a source shared by several edits is read once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,8 @@ from ditto_hf.errors import BadRowError, DittoError
 logger = logging.getLogger("ditto_hf.builders")
 
 BAD_ROW_POLICIES = ("raise", "skip")
+#: The most categories of a window read at once by default (see :meth:`Readers.read_in_order`).
+READ_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,8 @@ class Readers:
     def __init__(self, root: ReleaseRoot, cache_dir: str | Path, *, strict: bool, spacing: int = DEFAULT_SEEK_POINT_SPACING) -> None:
         self.root, self.cache_dir, self.strict, self.spacing = root, Path(cache_dir), strict, spacing
         self._readers: dict[str, CategoryReader | DittoError] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_key: tuple[int, int] = (0, 0)  # (pid, threads) the pool was started for
 
     def get(self, category: str) -> CategoryReader:
         if category not in self._readers:
@@ -96,11 +104,69 @@ class Readers:
             return PackedCategory(self.root, category, parts, self.cache_dir, spacing=self.spacing, strict=self.strict).open()
         raise DittoError(f"{self.root.display(VIDEOS_DIR, category)}: neither extracted videos nor {category}.tar.gz.NN parts found")
 
+    def read_in_order(self, members: Sequence[Member], upcoming: Sequence[Member] = (), *, threads: int | None = None) -> dict:
+        """Each of ``members`` (sorted: each category's in archive order) -> its bytes, or the error
+        that stopped it. Categories are separate archives, so up to ``threads`` of them (default:
+        :func:`default_read_threads`) are read at once, each on its own thread and in order; the
+        inflaters release the GIL. Each member's reader is told the members of its category read
+        after it, ``upcoming`` (the ones read next) included."""
+        wanted: dict[str, list[Member]] = {}
+        for member in members:
+            wanted.setdefault(member.category, []).append(member)
+        later = {category: [member for member in upcoming if member.category == category] for category in wanted}
+        results: dict = {}
+
+        def read_category(category: str) -> None:
+            chosen, coming = wanted[category], wanted[category] + later[category]
+            for number, member in enumerate(chosen):
+                try:
+                    results[member] = self.get(category).read(member, then=coming[number + 1 :])
+                except (BadRowError, DittoError, OSError) as exc:
+                    results[member] = exc
+
+        for category in wanted:  # opened here, one at a time: opening may download or build a seek index
+            try:
+                self.get(category)
+            except (BadRowError, DittoError):
+                pass  # raised again, per member, by read_category
+        pool = self._thread_pool(len(wanted), threads)
+        if pool is None:
+            for category in wanted:
+                read_category(category)
+        else:
+            for future in [pool.submit(read_category, category) for category in wanted]:
+                future.result()
+        return {member: results[member] for member in members}
+
+    def _thread_pool(self, categories: int, threads: int | None) -> concurrent.futures.ThreadPoolExecutor | None:
+        """The pool reading categories at once (``None`` when one thread would do); a forked worker starts its own."""
+        threads = min(categories, threads or default_read_threads())
+        if threads <= 1:
+            return None
+        if self._pool_key != (os.getpid(), threads):
+            if self._pool is not None and self._pool_key[0] == os.getpid():
+                self._pool.shutdown(wait=True)
+            self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="ditto-read")
+            self._pool_key = (os.getpid(), threads)
+        return self._pool
+
     def close(self) -> None:
+        if self._pool is not None and self._pool_key[0] == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool, self._pool_key = None, (0, 0)
         for reader in self._readers.values():
             if not isinstance(reader, DittoError):
                 reader.close()
         self._readers.clear()
+
+
+def default_read_threads() -> int:
+    """Up to :data:`READ_THREADS`, no more than this process's share of the CPUs it may use (in a
+    PyTorch DataLoader worker, the CPUs divided by the number of workers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch_data = sys.modules.get("torch.utils.data")  # only a process that uses a DataLoader has it
+    worker = torch_data.get_worker_info() if torch_data is not None else None
+    return max(1, min(READ_THREADS, cpus // (worker.num_workers if worker is not None else 1)))
 
 
 def locate_row(row: MetadataRow, readers: Readers, shown_as: str) -> tuple[Member, Member]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -313,6 +315,52 @@ def test_a_folder_is_read_in_archive_order_and_rows_keep_the_plan_order(packed_r
     assert jumps <= 1, "only the first triplet (read alone, for the time to the first row) is read out of order"
     assert in_archive_order == in_plan_order  # same rows, same order, same bytes
     check_rows_match(packed_release, "all", in_archive_order, decode=False)
+
+
+def test_the_categories_of_a_window_are_read_at_once_each_on_one_thread_in_order(packed_release, monkeypatch):
+    from ditto_hf.builders.packed import PackedCategory
+
+    original, reads = PackedCategory.read, []
+
+    def recording_read(self, member, then=()):
+        reads.append((threading.current_thread().name, member.category, member.offset))
+        return original(self, member, then)
+
+    def streamed(threads: int) -> tuple[list[dict], list[tuple]]:
+        reads.clear()
+        rows = list(stream(packed_release.root, "all", num_shards=1, read_threads=threads).decode(False))
+        return rows, list(reads)
+
+    monkeypatch.setattr(PackedCategory, "read", recording_read)
+    one_thread, serial_reads = streamed(1)
+    four_threads, parallel_reads = streamed(4)
+    assert four_threads == one_thread  # same rows, same order, same bytes
+    check_rows_match(packed_release, "all", four_threads, decode=False)
+    assert {name for name, _, _ in serial_reads} == {threading.current_thread().name}
+    names = {name for name, _, _ in parallel_reads}
+    assert len(names) > 1 and all(name.startswith("ditto-read") for name in names)
+    for category in {category for _, category, _ in parallel_reads}:
+        offsets = [offset for _, read_category, offset in parallel_reads if read_category == category]
+        assert offsets[1:] == sorted(offsets[1:]), f"{category} is read forwards (after the first row, read alone)"
+        assert sorted(offsets) == sorted(offset for _, read_category, offset in serial_reads if read_category == category)
+
+
+def test_default_read_threads_share_the_cpus_between_dataloader_workers():
+    from torch.utils.data import DataLoader, Dataset
+
+    from ditto_hf.builders.plan import READ_THREADS, default_read_threads
+
+    class WorkerThreads(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> int:
+            return default_read_threads()
+
+    cpus = len(os.sched_getaffinity(0))
+    assert default_read_threads() == max(1, min(READ_THREADS, cpus))
+    in_workers = [int(value) for value in DataLoader(WorkerThreads(), batch_size=None, num_workers=2)]
+    assert in_workers == [max(1, min(READ_THREADS, cpus // 2))] * 2
 
 
 def test_with_a_cached_plan_rows_are_read_without_the_tar_reader(packed_release, tmp_path):

@@ -178,6 +178,12 @@ def test_unknown_bad_row_policy_is_rejected(clean):
         Ditto1M(config_name="local", data_dir=str(clean.root), on_bad_rows="ignore")
 
 
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "4", True])
+def test_read_threads_must_be_a_whole_number_of_at_least_one(clean, threads):
+    with pytest.raises(DittoError, match=rf"read_threads must be a whole number of at least 1 .*got {threads!r}"):
+        Ditto1M(config_name="local", data_dir=str(clean.root), read_threads=threads)
+
+
 def test_a_published_index_of_other_parts_is_refused(clean, tmp_path):
     from ditto_hf.builders.packed import PackedCategory, find_parts, index_name
     from ditto_hf.builders.release import ReleaseRoot
