@@ -139,9 +139,10 @@ class Readers:
         return {member: results[member] for member in members}
 
     def _thread_pool(self, categories: int, threads: int | None) -> concurrent.futures.ThreadPoolExecutor | None:
-        """The pool reading categories at once (``None`` when one thread would do); a forked worker starts its own."""
-        threads = min(categories, threads or default_read_threads())
-        if threads <= 1:
+        """The pool reading categories at once (``None`` when one thread would do), sized by the
+        thread limit alone so windows of more or fewer categories share it; a forked worker starts its own."""
+        threads = threads or default_read_threads()
+        if min(categories, threads) <= 1:
             return None
         if self._pool_key != (os.getpid(), threads):
             if self._pool is not None and self._pool_key[0] == os.getpid():
